@@ -1,0 +1,59 @@
+"""``adoption-rate worker``: run the stream worker."""
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from stream.errors import AdoptionRateError
+from stream.settings import load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def add_worker_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the ``worker`` subcommand."""
+    parser = subparsers.add_parser(
+        "worker",
+        help="consume interaction events and publish adoption rates",
+        description="Run the worker. Settings come from config/adoption-rate.toml and "
+        "ADOPTION_* environment variables; the options below override them.",
+    )
+    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers, host:port[,...]")
+    parser.add_argument("--web-port", type=int, help="HTTP port of /metrics, /healthz, /readyz")
+    parser.add_argument("--app-id", help="consumer group and prefix of internal topics")
+    parser.set_defaults(handler=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Start the worker and block until it stops."""
+    overrides = {
+        name: value
+        for name, value in (
+            ("bootstrap_servers", args.bootstrap_servers),
+            ("web_port", args.web_port),
+            ("app_id", args.app_id),
+        )
+        if value is not None
+    }
+    try:
+        settings = load_settings(**overrides)
+        from stream.worker.app import AdoptionApp
+        from stream.worker.topics import ensure_topics
+
+        asyncio.run(ensure_topics(settings))
+        service = AdoptionApp(settings)
+    except AdoptionRateError as exc:
+        print(f"adoption-rate worker: {exc}", file=sys.stderr)
+        return 2
+
+    import faust
+
+    worker = faust.Worker(
+        service.app,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+    )
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,85 @@
+"""Channel classification: self-service, assisted, excluded or unknown."""
+
+import re
+import tomllib
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from stream.errors import ConfigError
+
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+class ChannelClass(IntEnum):
+    """The side of the adoption rate a channel counts on."""
+
+    SELF_SERVICE = 0
+    ASSISTED = 1
+    EXCLUDED = 2
+    UNCLASSIFIED = 3
+
+    @property
+    def label(self) -> str:
+        """Return the name used in records and metric labels, such as ``self_service``."""
+        return self.name.lower()
+
+
+def normalize_channel(channel: str) -> str:
+    """Lower-case a channel name and turn spaces and hyphens into underscores."""
+    return _SEPARATORS.sub("_", channel.strip().lower())
+
+
+@dataclass(frozen=True)
+class ChannelTable:
+    """Mapping of normalised channel names to their class."""
+
+    classes: dict[str, ChannelClass]
+
+    def classify(self, channel: str) -> ChannelClass | None:
+        """Return the class of a channel, or ``None`` when the table does not list it."""
+        found = self.classes.get(channel)
+        if found is None:
+            found = self.classes.get(normalize_channel(channel))
+        return found
+
+
+def load_channel_table(path: Path) -> ChannelTable:
+    """Read a channel table from TOML with ``[self_service]``, ``[assisted]`` and ``[excluded]``."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"channel table {path} not found: set channels_file to a TOML file"
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"channel table {path} is not valid TOML: {exc}") from exc
+
+    classes: dict[str, ChannelClass] = {}
+    sections = {
+        "self_service": ChannelClass.SELF_SERVICE,
+        "assisted": ChannelClass.ASSISTED,
+        "excluded": ChannelClass.EXCLUDED,
+    }
+    unknown_sections = set(document) - set(sections)
+    if unknown_sections:
+        raise ConfigError(
+            f"channel table {path} has unknown sections {sorted(unknown_sections)}: "
+            f"use {sorted(sections)}"
+        )
+    for section, channel_class in sections.items():
+        channels = document.get(section, {}).get("channels", [])
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise ConfigError(f"channel table {path}: [{section}] channels must be a list of strings")
+        for channel in channels:
+            name = normalize_channel(channel)
+            previous = classes.get(name)
+            if previous is not None and previous != channel_class:
+                raise ConfigError(
+                    f"channel table {path}: channel {channel!r} is listed as both "
+                    f"{previous.label} and {channel_class.label}"
+                )
+            classes[name] = channel_class
+    if not classes:
+        raise ConfigError(f"channel table {path} lists no channels")
+    return ChannelTable(classes)

@@ -1,0 +1,232 @@
+"""Decoding and validation of interaction events.
+
+Each Kafka record's value is one JSON object. :func:`parse_event` turns the
+raw bytes into an :class:`Interaction` or a :class:`Rejection` with a
+machine-readable reason; it never raises for bad input.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from stream.ingest.channels import ChannelClass, ChannelTable
+
+# Epoch milliseconds below this are read as seconds sent by mistake: 10**11 ms
+# is March 1973, while 10**11 s would be the year 5138.
+MIN_EPOCH_MS = 100_000_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class Reason(StrEnum):
+    """Why a record went to the dead-letter topic."""
+
+    EMPTY_VALUE = "empty_value"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    INVALID_TYPE = "invalid_type"
+    INVALID_TIME = "invalid_time"
+    TIME_WITHOUT_OFFSET = "time_without_offset"
+    FUTURE_TIME = "future_time"
+    UNKNOWN_CHANNEL = "unknown_channel"
+    RESERVED_TENANT = "reserved_tenant"
+    LATE = "late"
+
+
+class Interaction(msgspec.Struct, array_like=True, frozen=True):
+    """One valid interaction, as it travels from ingest to the counting stage."""
+
+    event_id: str
+    occurred_at_ms: int
+    tenant: str
+    channel: str
+    channel_class: int
+    resolved: bool | None
+    segment: str | None
+    customer_id: str | None
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    raw_key: bytes | None
+    raw_value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that cannot be counted: the reason code and a sentence for people."""
+
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """Where a record came from and its exact bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+_decoder = msgspec.json.Decoder()
+
+
+def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejection:
+    """Read ``occurred_at`` as epoch milliseconds: RFC 3339 with an offset, or an integer."""
+    if isinstance(value, bool):
+        return Rejection(Reason.INVALID_TYPE, f"occurred_at must be a string or integer, got {value!r}")
+
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        epoch_ms = int(value)
+        if epoch_ms < MIN_EPOCH_MS:
+            return Rejection(
+                Reason.INVALID_TIME,
+                f"occurred_at {value!r} is below 10^11: epoch seconds are not accepted, "
+                "send epoch milliseconds",
+            )
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return Rejection(
+                Reason.INVALID_TIME,
+                f"occurred_at {value!r} is not RFC 3339 (like 2025-06-02T14:07:00Z) "
+                "nor epoch milliseconds",
+            )
+        if len(value) <= 10 or value[10] not in "Tt ":
+            return Rejection(Reason.INVALID_TIME, f"occurred_at {value!r} has no time of day")
+        if moment.tzinfo is None:
+            return Rejection(
+                Reason.TIME_WITHOUT_OFFSET,
+                f"occurred_at {value!r} has no UTC offset: append Z or +HH:MM",
+            )
+        since_epoch = moment - EPOCH
+        epoch_ms = (
+            since_epoch.days * 86_400_000
+            + since_epoch.seconds * 1_000
+            + since_epoch.microseconds // 1_000
+        )
+    else:
+        return Rejection(
+            Reason.INVALID_TYPE,
+            f"occurred_at must be a string or integer, got {type(value).__name__}",
+        )
+
+    if epoch_ms > now_ms + max_future_ms:
+        return Rejection(
+            Reason.FUTURE_TIME,
+            f"occurred_at {value!r} is more than {max_future_ms // 1000} s ahead of the "
+            "worker's clock: check the producer's clock",
+        )
+    return epoch_ms
+
+
+def _optional_str(document: dict[str, Any], field: str) -> str | None | Rejection:
+    value = document.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    return Rejection(Reason.INVALID_TYPE, f"{field} must be a string, got {type(value).__name__}")
+
+
+def parse_event(
+    source: SourceRecord,
+    *,
+    channels: ChannelTable,
+    count_unknown_channels: bool,
+    default_tenant: str,
+    reserved_tenants: frozenset[str] = frozenset(),
+    now_ms: int,
+    max_future_ms: int,
+) -> Interaction | Rejection:
+    """Decode, validate and classify one record."""
+    raw = source.value
+    if not raw:
+        return Rejection(Reason.EMPTY_VALUE, "record value is empty")
+    try:
+        document = _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        return Rejection(Reason.INVALID_JSON, f"value is not valid JSON: {exc}")
+    if not isinstance(document, dict):
+        return Rejection(
+            Reason.NOT_AN_OBJECT, f"value must be a JSON object, got {type(document).__name__}"
+        )
+
+    for field in ("event_id", "occurred_at", "channel"):
+        if document.get(field) in (None, ""):
+            return Rejection(Reason.MISSING_FIELD, f"required field {field} is missing or empty")
+
+    event_id = document["event_id"]
+    if isinstance(event_id, int) and not isinstance(event_id, bool):
+        event_id = str(event_id)
+    if not isinstance(event_id, str):
+        return Rejection(
+            Reason.INVALID_TYPE, f"event_id must be a string, got {type(event_id).__name__}"
+        )
+    channel = document["channel"]
+    if not isinstance(channel, str):
+        return Rejection(
+            Reason.INVALID_TYPE, f"channel must be a string, got {type(channel).__name__}"
+        )
+
+    tenant = document.get("tenant")
+    if tenant is None or tenant == "":
+        tenant = default_tenant
+    elif not isinstance(tenant, str):
+        return Rejection(Reason.INVALID_TYPE, f"tenant must be a string, got {type(tenant).__name__}")
+    elif tenant in reserved_tenants:
+        return Rejection(
+            Reason.RESERVED_TENANT,
+            f"tenant {tenant!r} is reserved for the all-tenants figure: rename the tenant",
+        )
+
+    resolved = document.get("resolved")
+    if resolved is not None and not isinstance(resolved, bool):
+        return Rejection(
+            Reason.INVALID_TYPE, f"resolved must be true or false, got {type(resolved).__name__}"
+        )
+    segment = _optional_str(document, "segment")
+    if isinstance(segment, Rejection):
+        return segment
+    customer_id = document.get("customer_id")
+    if isinstance(customer_id, int) and not isinstance(customer_id, bool):
+        customer_id = str(customer_id)
+    elif customer_id is not None and not isinstance(customer_id, str):
+        return Rejection(
+            Reason.INVALID_TYPE, f"customer_id must be a string, got {type(customer_id).__name__}"
+        )
+
+    occurred_at_ms = parse_time_ms(
+        document["occurred_at"], now_ms=now_ms, max_future_ms=max_future_ms
+    )
+    if isinstance(occurred_at_ms, Rejection):
+        return occurred_at_ms
+
+    channel_class = channels.classify(channel)
+    if channel_class is None:
+        if not count_unknown_channels:
+            return Rejection(
+                Reason.UNKNOWN_CHANNEL,
+                f"channel {channel!r} is not in the channel table: add it to channels_file",
+            )
+        channel_class = ChannelClass.UNCLASSIFIED
+
+    return Interaction(
+        event_id=event_id,
+        occurred_at_ms=occurred_at_ms,
+        tenant=tenant,
+        channel=channel,
+        channel_class=int(channel_class),
+        resolved=resolved,
+        segment=segment,
+        customer_id=customer_id,
+        source_topic=source.topic,
+        source_partition=source.partition,
+        source_offset=source.offset,
+        raw_key=source.key,
+        raw_value=raw,
+    )

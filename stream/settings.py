@@ -1,0 +1,175 @@
+"""Settings of the worker, validated once at start-up and passed down.
+
+Values come, in rising precedence, from the defaults below, a TOML file
+(``config/adoption-rate.toml`` or the file named by ``ADOPTION_CONFIG_FILE``),
+and environment variables prefixed ``ADOPTION_`` (``ADOPTION_GRACE=5m``).
+``KAFKA_BOOTSTRAP_SERVERS`` is honoured too. Durations accept ``"90s"``,
+``"5m"``, ``"24h"`` or an integer of milliseconds and are held as ``*_ms``.
+"""
+
+import os
+from functools import reduce
+from math import gcd
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from stream.errors import ConfigError
+from stream.timeutil import format_duration, parse_duration_ms
+from stream.windows.spec import WindowSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "config"
+DEFAULT_CONFIG_FILE = CONFIG_DIR / "adoption-rate.toml"
+
+DURATION_FIELDS = (
+    "grace_ms",
+    "idle_timeout_ms",
+    "tick_interval_ms",
+    "max_future_ms",
+    "dedup_horizon_ms",
+    "batch_within_ms",
+    "publish_interval_ms",
+    "commit_interval_ms",
+)
+
+
+def parse_windows(value: Any) -> tuple[WindowSpec, ...]:
+    """Parse window specs such as ``"5m/1m,1h/5m,24h"`` or a list of them."""
+    if isinstance(value, str):
+        items: list[Any] = [part for part in value.split(",") if part.strip()]
+    else:
+        items = list(value)
+    specs: list[WindowSpec] = []
+    for item in items:
+        if isinstance(item, WindowSpec):
+            specs.append(item)
+            continue
+        size_text, _, step_text = str(item).strip().partition("/")
+        size_ms = parse_duration_ms(size_text)
+        step_ms = parse_duration_ms(step_text) if step_text else size_ms
+        specs.append(WindowSpec(name=format_duration(size_ms), size_ms=size_ms, step_ms=step_ms))
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"invalid windows {names}: each window size may appear once")
+    if not specs:
+        raise ValueError("invalid windows: configure at least one, like '5m/1m'")
+    return tuple(specs)
+
+
+class Settings(BaseSettings):
+    """Every setting of the worker, the replay and the demo."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ADOPTION_",
+        frozen=True,
+        extra="forbid",
+        toml_file=None,
+        populate_by_name=True,
+    )
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices(
+            "ADOPTION_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers"
+        ),
+    )
+    app_id: str = "adoption-rate"
+    input_topics: Annotated[tuple[str, ...], NoDecode] = ("support-interactions",)
+    output_topic: str = "self-service-adoption-rates"
+    dead_letter_topic: str = "support-interactions-dlq"
+    alerts_topic: str = "self-service-adoption-alerts"
+    internal_partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+
+    windows: Annotated[tuple[WindowSpec, ...], NoDecode] = parse_windows("5m/1m,1h/5m,24h/1h")
+    grace_ms: int = 120_000
+    idle_timeout_ms: int = 30_000
+    tick_interval_ms: int = 1_000
+    max_future_ms: int = 300_000
+    dedup_horizon_ms: int = 3_600_000
+    batch_max_events: int = Field(default=5_000, ge=1)
+    batch_within_ms: int = 200
+    publish_interval_ms: int = 1_000
+    commit_interval_ms: int = 1_000
+
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    unknown_channel: Literal["reject", "count"] = "reject"
+    channels_file: Path = CONFIG_DIR / "channels.toml"
+    default_tenant: str = "default"
+    all_tenants: str = "*"
+    max_tenant_series: int = Field(default=100, ge=0)
+    data_dir: Path = Path("adoption-rate-data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("input_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(topic.strip() for topic in value.split(",") if topic.strip())
+        return value
+
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _parse_windows(cls, value: Any) -> tuple[WindowSpec, ...]:
+        return parse_windows(value)
+
+    @field_validator(*DURATION_FIELDS, mode="before")
+    @classmethod
+    def _parse_duration(cls, value: Any) -> int:
+        return parse_duration_ms(value)
+
+    @model_validator(mode="after")
+    def _check_topics(self) -> "Settings":
+        if not self.input_topics:
+            raise ValueError("input_topics is empty: name at least one topic to consume")
+        outputs = {self.output_topic, self.dead_letter_topic, self.alerts_topic}
+        overlap = outputs.intersection(self.input_topics)
+        if overlap:
+            raise ValueError(f"input_topics {sorted(overlap)} is also an output topic")
+        return self
+
+    @property
+    def slice_ms(self) -> int:
+        """Length of the event-time slices that every window is summed from."""
+        return reduce(gcd, [spec.step_ms for spec in self.windows] +
+                      [spec.size_ms for spec in self.windows])
+
+    @property
+    def retention_ms(self) -> int:
+        """How long, in event time past the clock, slices are kept."""
+        return max(spec.size_ms for spec in self.windows) + self.grace_ms
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get("ADOPTION_CONFIG_FILE", DEFAULT_CONFIG_FILE))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, raising :class:`ConfigError` with every problem listed."""
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc

@@ -1,0 +1,47 @@
+"""Conversions between epoch milliseconds, durations and RFC 3339 text.
+
+Inside the package every instant is an ``int`` of epoch milliseconds (UTC)
+and every duration an ``int`` of milliseconds; these helpers convert at the
+edges.
+"""
+
+import re
+import time
+from datetime import UTC, datetime
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str | int) -> int:
+    """Parse ``"5m"``, ``"90s"``, ``"24h"`` or a plain integer of milliseconds."""
+    if isinstance(text, int):
+        if text < 0:
+            raise ValueError(f"invalid duration {text!r}: must not be negative")
+        return text
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(
+            f"invalid duration {text!r}: expected a number with a unit ms, s, m, h or d, like '5m'"
+        )
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def format_duration(duration_ms: int) -> str:
+    """Format milliseconds with the largest unit that divides them: 300000 -> ``"5m"``."""
+    for unit in ("h", "m", "s"):
+        size = _UNIT_MS[unit]
+        if duration_ms and duration_ms % size == 0:
+            return f"{duration_ms // size}{unit}"
+    return f"{duration_ms}ms"
+
+
+def ms_to_rfc3339(epoch_ms: int) -> str:
+    """Format epoch milliseconds as RFC 3339 UTC with millisecond precision."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def wall_clock_ms() -> int:
+    """Return the wall-clock time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000

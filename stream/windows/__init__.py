@@ -1,0 +1,1 @@
+"""Event-time windows: window arithmetic, slices, clocks and de-duplication."""

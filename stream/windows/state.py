@@ -1,0 +1,413 @@
+"""Event-time state of one partition: slices per tenant, the clock, de-duplication.
+
+Every event updates one slice (``slice_ms`` long) of its tenant, whatever
+windows are configured. A window is the sum of its slices, computed when a
+record or a metric needs it. A partition's clock is the newest event time it
+has counted; it also moves forward when the partition has been idle (see
+:meth:`PartitionState.advance_idle_clock`). A slice is closed once
+``slice end + grace <= clock``: an event for a closed slice is late and
+counted nowhere, so the final records of every window size agree.
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from stream.ingest.events import Interaction
+from stream.windows.counts import RESOLVED_BASE, SliceCounts, WindowCounts
+from stream.windows.spec import WindowSpec, slices_of_window, window_ends
+
+WindowId = tuple[int, int]  # (index of the window spec, window end in ms)
+
+
+@dataclass(slots=True)
+class TenantState:
+    """The slices of one tenant and which of its windows await publishing."""
+
+    slices: dict[int, SliceCounts] = field(default_factory=dict)
+    pending: set[WindowId] = field(default_factory=set)
+    dirty: set[WindowId] = field(default_factory=set)
+    newest_event_ms: int | None = None
+
+
+@dataclass(slots=True)
+class Delta:
+    """What one batch changed: the unit written to the changelog and replayed on restore."""
+
+    counts: dict[tuple[str, int], SliceCounts] = field(default_factory=dict)
+    ids: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    clock_ms: int | None = None
+    finalized_ms: int | None = None
+
+    @property
+    def newest_slice_ms(self) -> int | None:
+        """Return the newest slice start this delta touches, or ``None`` when it has none."""
+        starts = [start for _, start in self.counts] + [start for _, start in self.ids]
+        return max(starts) if starts else None
+
+    def is_empty(self) -> bool:
+        """Tell whether the delta carries no counts and no ids."""
+        return not self.counts and not self.ids
+
+
+@dataclass(slots=True)
+class LateEvent:
+    """An event whose slice had closed when it arrived."""
+
+    event: Interaction
+    slice_start_ms: int
+    clock_ms: int
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What happened to the events of one batch."""
+
+    counted: int = 0
+    duplicates: dict[str, int] = field(default_factory=dict)
+    late: list[LateEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    """A window's sums, ready to publish."""
+
+    tenant: str
+    spec: WindowSpec
+    end_ms: int
+    counts: WindowCounts
+    final: bool
+
+
+class PartitionState:
+    """Counts, clock and de-duplication memory of one partition of the counting stage."""
+
+    def __init__(
+        self,
+        partition: int,
+        *,
+        windows: tuple[WindowSpec, ...],
+        slice_ms: int,
+        grace_ms: int,
+        dedup_horizon_ms: int,
+        all_tenants: str,
+    ) -> None:
+        self.partition = partition
+        self.windows = windows
+        self.slice_ms = slice_ms
+        self.grace_ms = grace_ms
+        self.dedup_horizon_ms = dedup_horizon_ms
+        self.all_tenants = all_tenants
+        self.retention_ms = max(spec.size_ms + spec.step_ms for spec in windows) + grace_ms
+
+        self.tenants: dict[str, TenantState] = {}
+        self.clock_ms: int | None = None
+        self.finalized_ms: int | None = None
+        self._seen: dict[str, int] = {}
+        self._seen_by_slice: dict[int, list[str]] = {}
+        self._delta = Delta()
+
+    # Counting
+
+    def count(self, events: Iterable[Interaction]) -> BatchOutcome:
+        """Count a batch of events in arrival order, skipping duplicates and late ones."""
+        outcome = BatchOutcome()
+        slice_ms = self.slice_ms
+        closed_before = self._closed_before()
+        seen = self._seen
+        batch: dict[tuple[str, int], SliceCounts] = {}
+        new_ids: dict[tuple[str, int], list[str]] = {}
+        clock = self.clock_ms
+        newest: dict[str, int] = {}
+
+        for event in events:
+            tenant = event.tenant
+            seen_key = tenant + "\x00" + event.event_id
+            if seen_key in seen:
+                outcome.duplicates[tenant] = outcome.duplicates.get(tenant, 0) + 1
+                continue
+
+            occurred_at_ms = event.occurred_at_ms
+            start = occurred_at_ms - occurred_at_ms % slice_ms
+            if start < closed_before:
+                outcome.late.append(LateEvent(event, start, clock if clock is not None else 0))
+                continue
+
+            seen[seen_key] = start
+            slice_key = (tenant, start)
+            ids = new_ids.get(slice_key)
+            if ids is None:
+                ids = new_ids[slice_key] = []
+            ids.append(event.event_id)
+
+            counts = batch.get(slice_key)
+            if counts is None:
+                counts = batch[slice_key] = {}
+            key = (event.channel_class, event.channel)
+            counts[key] = counts.get(key, 0) + 1
+            if event.resolved:
+                resolved_key = (RESOLVED_BASE + event.channel_class, "")
+                counts[resolved_key] = counts.get(resolved_key, 0) + 1
+
+            if occurred_at_ms > newest.get(tenant, -(2**62)):
+                newest[tenant] = occurred_at_ms
+            if clock is None or occurred_at_ms > clock:
+                clock = occurred_at_ms
+                closed_before = clock - grace_end_offset(slice_ms, self.grace_ms)
+            outcome.counted += 1
+
+        if clock is not None:
+            self.clock_ms = clock
+        self._merge_counts(batch, record=True)
+        self._remember_ids(new_ids, record=True)
+        for tenant, occurred_at_ms in newest.items():
+            self.note_newest_event(tenant, occurred_at_ms)
+            self.note_newest_event(self.all_tenants, occurred_at_ms)
+        return outcome
+
+    def _closed_before(self) -> int:
+        """Return the first slice start that is still open: earlier slices are closed."""
+        if self.clock_ms is None:
+            return -(2**62)
+        return self.clock_ms - grace_end_offset(self.slice_ms, self.grace_ms)
+
+    def _merge_counts(self, batch: dict[tuple[str, int], SliceCounts], *, record: bool) -> None:
+        """Add per-slice counts to the tenants, the all-tenants partial and the delta."""
+        if not batch:
+            return
+        all_tenants = self.all_tenants
+        combined: dict[int, SliceCounts] = {}
+        for (tenant, start), counts in batch.items():
+            self._add_to_tenant(tenant, start, counts)
+            if tenant != all_tenants:
+                target = combined.setdefault(start, {})
+                for key, number in counts.items():
+                    target[key] = target.get(key, 0) + number
+            if record:
+                _add_counts(self._delta.counts.setdefault((tenant, start), {}), counts)
+        for start, counts in combined.items():
+            self._add_to_tenant(all_tenants, start, counts)
+
+    def _add_to_tenant(self, tenant: str, start: int, counts: SliceCounts) -> None:
+        state = self.tenants.get(tenant)
+        if state is None:
+            state = self.tenants[tenant] = TenantState()
+        target = state.slices.get(start)
+        if target is None:
+            target = state.slices[start] = {}
+        _add_counts(target, counts)
+
+        if state.newest_event_ms is None or start > state.newest_event_ms:
+            state.newest_event_ms = start
+        finalized = self.finalized_ms
+        for index, spec in enumerate(self.windows):
+            for end in window_ends(spec, start):
+                if finalized is None or end + self.grace_ms > finalized:
+                    window = (index, end)
+                    state.pending.add(window)
+                    state.dirty.add(window)
+
+    def _remember_ids(self, ids: dict[tuple[str, int], list[str]], *, record: bool) -> None:
+        for (tenant, start), event_ids in ids.items():
+            bucket = self._seen_by_slice.setdefault(start, [])
+            for event_id in event_ids:
+                seen_key = tenant + "\x00" + event_id
+                self._seen[seen_key] = start
+                bucket.append(seen_key)
+            if record:
+                self._delta.ids.setdefault((tenant, start), []).extend(event_ids)
+
+    def note_newest_event(self, tenant: str, occurred_at_ms: int) -> None:
+        """Record the newest event time of a tenant, for the event-age metric."""
+        state = self.tenants.get(tenant)
+        if state is not None and (
+            state.newest_event_ms is None or occurred_at_ms > state.newest_event_ms
+        ):
+            state.newest_event_ms = occurred_at_ms
+
+    # Clock
+
+    def advance_clock(self, to_ms: int) -> bool:
+        """Move the clock forward to ``to_ms``; return whether it moved."""
+        if self.clock_ms is None or to_ms > self.clock_ms:
+            self.clock_ms = to_ms
+            return True
+        return False
+
+    # Publishing
+
+    def close_windows(self) -> list[ClosedWindow]:
+        """Return every pending window whose end plus grace the clock has passed, as final."""
+        clock = self.clock_ms
+        if clock is None:
+            return []
+        closed: list[ClosedWindow] = []
+        cutoff = clock - self.grace_ms
+        for tenant, state in self.tenants.items():
+            ready = [window for window in state.pending if window[1] <= cutoff]
+            for window in sorted(ready, key=lambda item: (item[1], item[0])):
+                state.pending.discard(window)
+                state.dirty.discard(window)
+                closed.append(self._window(tenant, state, window, final=True))
+        self.finalized_ms = clock
+        return closed
+
+    def take_provisional(self) -> list[ClosedWindow]:
+        """Return the open windows changed since the last call, and forget the changes."""
+        changed: list[ClosedWindow] = []
+        for tenant, state in self.tenants.items():
+            if not state.dirty:
+                continue
+            for window in sorted(state.dirty, key=lambda item: (item[1], item[0])):
+                if window in state.pending:
+                    changed.append(self._window(tenant, state, window, final=False))
+            state.dirty.clear()
+        return changed
+
+    def _window(self, tenant: str, state: TenantState, window: WindowId, *, final: bool) -> ClosedWindow:
+        spec = self.windows[window[0]]
+        return ClosedWindow(
+            tenant=tenant,
+            spec=spec,
+            end_ms=window[1],
+            counts=self.sum_window(state, spec, window[1]),
+            final=final,
+        )
+
+    def sum_window(self, state: TenantState, spec: WindowSpec, end_ms: int) -> WindowCounts:
+        """Sum the slices of the window of ``spec`` that ends at ``end_ms``."""
+        counts = WindowCounts()
+        slices = state.slices
+        for start in slices_of_window(end_ms, spec, self.slice_ms):
+            found = slices.get(start)
+            if found is not None:
+                counts.add_slice(found)
+        return counts
+
+    def newest_windows(self) -> Iterator[tuple[str, WindowSpec, int, WindowCounts]]:
+        """Yield, per tenant and window size, the newest window that has ended by the clock."""
+        if self.clock_ms is None:
+            return
+        for tenant, state in self.tenants.items():
+            for spec in self.windows:
+                end = self.clock_ms - self.clock_ms % spec.step_ms
+                yield tenant, spec, end, self.sum_window(state, spec, end)
+
+    # Expiry
+
+    def expire(self) -> None:
+        """Drop slices no window needs any more, and ids past the de-duplication horizon."""
+        if self.clock_ms is None or self.finalized_ms is None:
+            return
+        slices_before = min(self.clock_ms, self.finalized_ms) - self.retention_ms
+        for state in self.tenants.values():
+            for start in [start for start in state.slices if start < slices_before]:
+                del state.slices[start]
+        empty = [
+            tenant
+            for tenant, state in self.tenants.items()
+            if not state.slices and not state.pending
+        ]
+        for tenant in empty:
+            del self.tenants[tenant]
+
+        ids_before = self.ids_expire_before()
+        for start in [start for start in self._seen_by_slice if start < ids_before]:
+            for seen_key in self._seen_by_slice.pop(start):
+                if self._seen.get(seen_key) == start:
+                    del self._seen[seen_key]
+
+    def ids_expire_before(self) -> int:
+        """Return the slice start before which event ids are forgotten."""
+        if self.clock_ms is None:
+            return -(2**62)
+        return self.clock_ms - self.dedup_horizon_ms - self.slice_ms
+
+    def expire_before(self) -> int:
+        """Return the slice start before which neither counts nor ids are kept."""
+        if self.clock_ms is None or self.finalized_ms is None:
+            return -(2**62)
+        slices_before = min(self.clock_ms, self.finalized_ms) - self.retention_ms
+        return min(slices_before, self.ids_expire_before())
+
+    @property
+    def remembered_ids(self) -> int:
+        """Return how many event ids the de-duplication memory holds."""
+        return len(self._seen)
+
+    # Changelog
+
+    def take_delta(self) -> Delta:
+        """Return the changes since the last call, with the current clock."""
+        delta = self._delta
+        delta.clock_ms = self.clock_ms
+        delta.finalized_ms = self.finalized_ms
+        self._delta = Delta()
+        return delta
+
+    def apply_delta(self, delta: Delta) -> None:
+        """Replay one changelog delta, as on restore."""
+        if delta.clock_ms is not None:
+            self.advance_clock(delta.clock_ms)
+        if delta.finalized_ms is not None and (
+            self.finalized_ms is None or delta.finalized_ms > self.finalized_ms
+        ):
+            self.finalized_ms = delta.finalized_ms
+        self._merge_counts(
+            {key: value for key, value in delta.counts.items() if key[0] != self.all_tenants},
+            record=False,
+        )
+        self._remember_ids(delta.ids, record=False)
+
+    def finish_restore(self) -> None:
+        """Forget restored windows that were already final and mark none as changed."""
+        finalized = self.finalized_ms
+        for state in self.tenants.values():
+            if finalized is not None:
+                state.pending = {w for w in state.pending if w[1] + self.grace_ms > finalized}
+            state.dirty.clear()
+        self.expire()
+
+    def snapshot(self, max_entries: int) -> list[Delta]:
+        """Return the whole state as deltas of at most ``max_entries`` slices and id lists."""
+        deltas: list[Delta] = []
+        current = Delta()
+        entries = 0
+        for tenant, state in self.tenants.items():
+            if tenant == self.all_tenants:
+                continue
+            for start, counts in state.slices.items():
+                current.counts[(tenant, start)] = dict(counts)
+                entries += 1
+                if entries >= max_entries:
+                    deltas.append(current)
+                    current, entries = Delta(), 0
+        ids: dict[tuple[str, int], list[str]] = {}
+        for start, seen_keys in self._seen_by_slice.items():
+            for seen_key in seen_keys:
+                tenant, _, event_id = seen_key.partition("\x00")
+                ids.setdefault((tenant, start), []).append(event_id)
+        for key, event_ids in ids.items():
+            for offset in range(0, len(event_ids), max_entries):
+                if entries >= max_entries or key in current.ids:
+                    deltas.append(current)
+                    current, entries = Delta(), 0
+                current.ids[key] = event_ids[offset : offset + max_entries]
+                entries += 1
+        deltas.append(current)
+        for delta in deltas:
+            delta.clock_ms = self.clock_ms
+            delta.finalized_ms = self.finalized_ms
+        return deltas
+
+
+def grace_end_offset(slice_ms: int, grace_ms: int) -> int:
+    """Return how far behind the clock a slice may start and still be open.
+
+    A slice ``[s, s + slice_ms)`` is open while ``s + slice_ms + grace > clock``.
+    """
+    return slice_ms + grace_ms - 1
+
+
+def _add_counts(target: SliceCounts, counts: SliceCounts) -> None:
+    for key, number in counts.items():
+        target[key] = target.get(key, 0) + number

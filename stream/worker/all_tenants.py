@@ -1,0 +1,120 @@
+"""The all-tenants figure, added up from every counting partition's partial sums.
+
+Each counting partition sends the sums of all its tenants per window, and how
+far it has closed windows. A window of the all-tenants figure is final once
+every partition has closed it, so the figure is one correct number however
+tenants are spread over partitions and workers.
+"""
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from stream.settings import Settings
+from stream.windows.counts import SliceCounts, WindowCounts
+from stream.windows.spec import WindowSpec
+from stream.worker.messages import Partial
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+PROGRESS_KEY = b"progress"
+
+
+@dataclass(frozen=True, slots=True)
+class AllTenantsWindow:
+    """One window of the all-tenants figure, ready to publish."""
+
+    spec: WindowSpec
+    end_ms: int
+    counts: WindowCounts
+    final: bool
+
+
+@dataclass(slots=True)
+class AllTenantsState:
+    """Latest partial sums per window and partition, and each partition's progress."""
+
+    settings: Settings
+    partials: dict[tuple[str, int], dict[int, SliceCounts]] = field(default_factory=dict)
+    progress: dict[int, int | None] = field(default_factory=dict)
+    newest_final: dict[str, AllTenantsWindow] = field(default_factory=dict)
+
+    def apply(self, partial: Partial) -> tuple[list[AllTenantsWindow], dict[bytes, bytes | None]]:
+        """Take one partial; return the windows to publish and the table entries to write."""
+        writes: dict[bytes, bytes | None] = {}
+        changed: set[tuple[str, int]] = set()
+        for sums in partial.windows:
+            key = (sums.window, sums.end_ms)
+            by_partition = self.partials.setdefault(key, {})
+            by_partition[partial.partition] = {
+                (int(cls), str(channel)): int(number) for cls, channel, number in sums.counts
+            }
+            changed.add(key)
+            writes[_window_key(key)] = self._encode_window(key)
+        if partial.finalized_ms is not None:
+            previous = self.progress.get(partial.partition)
+            if previous is None or partial.finalized_ms > previous:
+                self.progress[partial.partition] = partial.finalized_ms
+                writes[PROGRESS_KEY] = _encoder.encode(
+                    [[p, ms] for p, ms in self.progress.items()]
+                )
+
+        published: list[AllTenantsWindow] = []
+        closed_through = self.closed_through()
+        specs = {spec.name: spec for spec in self.settings.windows}
+        for key in sorted(self.partials, key=lambda item: (item[1], item[0])):
+            spec = specs.get(key[0])
+            if spec is None:
+                del self.partials[key]
+                writes[_window_key(key)] = None
+                continue
+            final = closed_through is not None and key[1] + self.settings.grace_ms <= closed_through
+            if not final and key not in changed:
+                continue
+            window = AllTenantsWindow(spec, key[1], self._sum(key), final)
+            published.append(window)
+            if final:
+                del self.partials[key]
+                writes[_window_key(key)] = None
+                newest = self.newest_final.get(spec.name)
+                if newest is None or newest.end_ms < window.end_ms:
+                    self.newest_final[spec.name] = window
+        return published, writes
+
+    def closed_through(self) -> int | None:
+        """Return the clock up to which every partition has closed its windows."""
+        partitions = range(self.settings.internal_partitions)
+        values = [self.progress.get(partition) for partition in partitions]
+        if any(value is None for value in values):
+            return None
+        return min(value for value in values if value is not None)
+
+    def restore(self, key: bytes, value: bytes) -> None:
+        """Load one table entry written by :meth:`apply`."""
+        document = _decoder.decode(value)
+        if key == PROGRESS_KEY:
+            self.progress = {int(p): ms for p, ms in document}
+            return
+        window, _, end = key.decode().rpartition("|")
+        self.partials[(window, int(end))] = {
+            int(p): {(int(cls), str(ch)): int(n) for cls, ch, n in counts} for p, counts in document
+        }
+
+    def _sum(self, key: tuple[str, int]) -> WindowCounts:
+        counts = WindowCounts()
+        for slice_counts in self.partials.get(key, {}).values():
+            counts.add_slice(slice_counts)
+        return counts
+
+    def _encode_window(self, key: tuple[str, int]) -> bytes:
+        return _encoder.encode(
+            [
+                [p, [[cls, ch, n] for (cls, ch), n in counts.items()]]
+                for p, counts in self.partials[key].items()
+            ]
+        )
+
+
+def _window_key(key: tuple[str, int]) -> bytes:
+    return f"{key[0]}|{key[1]}".encode()

@@ -1,0 +1,419 @@
+"""The Faust application: agents, tables, timers and web pages of the worker.
+
+Flow::
+
+    input topics ──ingest──► <app>-by-tenant (keyed by tenant) ──count──► output topic
+         │                          ▲ ticks                        │
+         └─► dead-letter topic      │ (every worker, every         ├─► dead-letter topic (late)
+                                    │  partition, on a timer)      └─► <app>-all-tenants ──► output (*)
+
+The counting state of each partition is kept in memory and journaled to the
+``journal`` table, one record per batch; see :mod:`stream.windows.journal`.
+"""
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from stream.ingest.channels import load_channel_table
+from stream.ingest.deadletter import dead_letter_headers
+from stream.ingest.events import Interaction, Rejection, SourceRecord, parse_event
+from stream.metrics.registry import WorkerMetrics
+from stream.metrics.windows import TenantLabels, WindowCollector, WindowSample
+from stream.publish.records import encode_record, record_key, window_record
+from stream.settings import Settings
+from stream.timeutil import wall_clock_ms
+from stream.worker.all_tenants import AllTenantsState
+from stream.worker.counting import CountingStage, OutgoingRecord
+from stream.worker.messages import Batch, Tick, decode_internal, decode_partial, encode
+
+logger = logging.getLogger(__name__)
+
+
+class AdoptionApp:
+    """The worker: a Faust app with its agents, and the state they share."""
+
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.channels = load_channel_table(settings.channels_file)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = WorkerMetrics(self.registry)
+        self.labels = TenantLabels(
+            settings.max_tenant_series, always=frozenset({settings.all_tenants})
+        )
+        self.counting = CountingStage(settings)
+        self.all_tenants = AllTenantsState(settings)
+        self.owns_all_tenants = False
+        self._all_tenants_restored = False
+        self.sender_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+        self._ingest_clock_ms: int | None = None
+        self._ingest_last_record = time.monotonic()
+        self._started = time.monotonic()
+        self._last_count_batch = 0.0
+        self._assigned = False
+
+        self.app = self._create_faust_app()
+        self._declare_topics()
+        self._register_agents()
+        self._register_web()
+        self.registry.register(
+            WindowCollector(self._window_samples, self.counting.tenant_samples, self.labels)
+        )
+
+    # Set-up
+
+    def _create_faust_app(self) -> faust.App:
+        settings = self.settings
+        brokers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
+        return faust.App(
+            settings.app_id,
+            broker=brokers,
+            store="memory://",
+            autodiscover=False,
+            topic_partitions=settings.internal_partitions,
+            topic_replication_factor=settings.replication_factor,
+            processing_guarantee=settings.processing_guarantee,
+            broker_commit_interval=settings.commit_interval_ms / 1000,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            web_enabled=True,
+            web_bind=settings.web_host,
+            web_host=settings.web_host,
+            web_port=settings.web_port,
+            datadir=str(settings.data_dir),
+            key_serializer="raw",
+            value_serializer="raw",
+            stream_buffer_maxsize=max(4_096, settings.batch_max_events * 2),
+            broker_max_poll_records=max(500, settings.batch_max_events),
+            table_standby_replicas=0,
+        )
+
+    def _declare_topics(self) -> None:
+        settings = self.settings
+        app = self.app
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.input_topic = app.topic(*settings.input_topics, **raw)
+        self.by_tenant_topic = app.topic(
+            f"{settings.app_id}-by-tenant",
+            partitions=settings.internal_partitions,
+            internal=True,
+            **raw,
+        )
+        self.all_tenants_topic = app.topic(
+            self.counting.all_tenants_topic, partitions=1, internal=True, **raw
+        )
+        self.output_topics = {
+            name: app.topic(name, **raw)
+            for name in (settings.output_topic, settings.dead_letter_topic)
+        }
+        self.output_topics[self.counting.all_tenants_topic] = self.all_tenants_topic
+        self.journal = app.Table(
+            "journal",
+            partitions=settings.internal_partitions,
+            key_type=bytes,
+            value_type=bytes,
+        )
+        self.all_tenants_table = app.Table(
+            "all-tenants", partitions=1, key_type=bytes, value_type=bytes
+        )
+
+    def _register_agents(self) -> None:
+        app = self.app
+        settings = self.settings
+        within_seconds = settings.batch_within_ms / 1000
+
+        @app.agent(self.input_topic, name="ingest")
+        async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            async for events in stream.take_events(settings.batch_max_events, within_seconds):
+                await self._ingest(events)
+                yield None
+
+        @app.agent(self.by_tenant_topic, name="count")
+        async def count(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            async for events in stream.take_events(settings.batch_max_events, within_seconds):
+                await self._count(events)
+                yield None
+
+        @app.agent(self.all_tenants_topic, name="all-tenants")
+        async def add_all_tenants(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            async for event in stream.events():
+                await self._add_all_tenants(event)
+                yield None
+
+        @app.timer(settings.tick_interval_ms / 1000)
+        async def send_ticks() -> None:
+            await self._send_ticks()
+
+        @app.timer(5.0)
+        async def update_gauges() -> None:
+            self._update_gauges()
+
+        @app.on_partitions_assigned.connect  # type: ignore[misc]
+        async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+            self._on_assigned(assigned)
+
+        @app.on_partitions_revoked.connect  # type: ignore[misc]
+        async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+            self.metrics.ready.set(0)
+            self._assigned = False
+
+    def _register_web(self) -> None:
+        app = self.app
+
+        @app.page("/metrics")
+        async def metrics(web: Any, request: Any) -> Any:
+            return web.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+
+        @app.page("/healthz")
+        async def healthz(web: Any, request: Any) -> Any:
+            crashed = [
+                agent.name
+                for agent in app.agents.values()
+                if getattr(agent, "_crash_reason", None) is not None
+            ]
+            if crashed:
+                return web.json({"status": "crashed", "agents": crashed}, status=503)
+            return web.json({"status": "ok"})
+
+        @app.page("/readyz")
+        async def readyz(web: Any, request: Any) -> Any:
+            ready = self.is_ready()
+            return web.json({"ready": ready}, status=200 if ready else 503)
+
+    # Ingest
+
+    async def _ingest(self, events: list[Any]) -> None:
+        settings = self.settings
+        now_ms = wall_clock_ms()
+        by_tenant: dict[str, list[Interaction]] = {}
+        consumed: dict[str, int] = {}
+        newest = self._ingest_clock_ms
+
+        for event in events:
+            message = event.message
+            consumed[message.topic] = consumed.get(message.topic, 0) + 1
+            source = SourceRecord(
+                message.topic, message.partition, message.offset, message.key, message.value
+            )
+            result = parse_event(
+                source,
+                channels=self.channels,
+                count_unknown_channels=settings.unknown_channel == "count",
+                default_tenant=settings.default_tenant,
+                reserved_tenants=self._reserved_tenants,
+                now_ms=now_ms,
+                max_future_ms=settings.max_future_ms,
+            )
+            if isinstance(result, Rejection):
+                await self._reject(source, result)
+                continue
+            by_tenant.setdefault(result.tenant, []).append(result)
+            if newest is None or result.occurred_at_ms > newest:
+                newest = result.occurred_at_ms
+
+        for tenant, interactions in by_tenant.items():
+            await self.by_tenant_topic.send(key=tenant.encode(), value=encode(Batch(interactions)))
+
+        for topic, number in consumed.items():
+            self.metrics.consumed.labels(topic).inc(number)
+        self._ingest_clock_ms = newest
+        self._ingest_last_record = time.monotonic()
+
+    @property
+    def _reserved_tenants(self) -> frozenset[str]:
+        return frozenset({self.settings.all_tenants})
+
+    async def _reject(self, source: SourceRecord, rejection: Rejection) -> None:
+        logger.warning(
+            "rejected record topic=%s partition=%d offset=%d reason=%s: %s",
+            source.topic,
+            source.partition,
+            source.offset,
+            rejection.reason.value,
+            rejection.detail,
+        )
+        self.metrics.rejected.labels(rejection.reason.value).inc()
+        await self.output_topics[self.settings.dead_letter_topic].send(
+            key=source.key,
+            value=source.value,
+            headers=dead_letter_headers(
+                reason=rejection.reason,
+                detail=rejection.detail,
+                topic=source.topic,
+                partition=source.partition,
+                offset=source.offset,
+            ),
+        )
+
+    # Counting
+
+    async def _count(self, events: list[Any]) -> None:
+        grouped: dict[int, tuple[list[Interaction], list[Tick]]] = {}
+        for event in events:
+            partition = event.message.partition
+            interactions, ticks = grouped.setdefault(partition, ([], []))
+            message = decode_internal(event.message.value)
+            if isinstance(message, Batch):
+                interactions.extend(message.events)
+            else:
+                ticks.append(message)
+
+        for partition, (interactions, ticks) in grouped.items():
+            if partition not in self.counting.states:
+                self.counting.restore(partition, self._journal_records())
+            output = self.counting.process(partition, interactions, ticks)
+
+            if output.counted:
+                self.metrics.counted.inc(output.counted)
+            for tenant, number in output.duplicates.items():
+                self.metrics.duplicates.labels(self.labels.label(tenant)).inc(number)
+            for late in output.late:
+                logger.warning(
+                    "late event topic=%s partition=%d offset=%d tenant=%s: sent to %s",
+                    late.event.source_topic,
+                    late.event.source_partition,
+                    late.event.source_offset,
+                    late.event.tenant,
+                    self.settings.dead_letter_topic,
+                )
+                self.metrics.late.labels(self.labels.label(late.event.tenant)).inc()
+                self.metrics.rejected.labels("late").inc()
+            if output.finals:
+                self.metrics.published.labels("final").inc(output.finals)
+            if output.provisionals:
+                self.metrics.published.labels("provisional").inc(output.provisionals)
+
+            await self._send_all(output.records)
+            if output.finals:
+                # A journal record that says "closed" must never become durable
+                # before the final records it vouches for.
+                await self.app.producer.flush()
+            for key, value in output.journal:
+                if value is None:
+                    self.journal.data.pop(key, None)
+                else:
+                    self.journal.data[key] = value
+                self.journal.send_changelog(partition, key, value)
+            self.metrics.changelog_records.inc(len(output.journal))
+        if any(interactions for interactions, _ in grouped.values()):
+            self._last_count_batch = time.monotonic()
+
+    def _journal_records(self) -> list[tuple[bytes, bytes]]:
+        return [(key, value) for key, value in self.journal.data.items() if value is not None]
+
+    async def _send_all(self, records: list[OutgoingRecord]) -> None:
+        for record in records:
+            await self.output_topics[record.topic].send(
+                key=record.key,
+                value=record.value,
+                headers=record.headers,
+                partition=record.partition,
+            )
+
+    async def _send_ticks(self) -> None:
+        """Tell every counting partition how far this worker's ingest has read."""
+        idle_seconds = self.settings.idle_timeout_ms / 1000
+        input_quiet = time.monotonic() - self._ingest_last_record >= idle_seconds
+        bound = wall_clock_ms() if input_quiet else self._ingest_clock_ms
+        value = encode(Tick(self.sender_id, bound))
+        for partition in range(self.settings.internal_partitions):
+            await self.by_tenant_topic.send(key=None, value=value, partition=partition)
+
+    # All tenants
+
+    async def _add_all_tenants(self, event: Any) -> None:
+        if not self._all_tenants_restored:
+            for key, value in self.all_tenants_table.data.items():
+                if value is not None:
+                    self.all_tenants.restore(key, value)
+            self._all_tenants_restored = True
+            self.owns_all_tenants = True
+
+        partial = decode_partial(event.message.value)
+        published, writes = self.all_tenants.apply(partial)
+        computed_at_ms = wall_clock_ms()
+        tenant = self.settings.all_tenants
+        for window in published:
+            record = window_record(
+                tenant,
+                window.spec,
+                window.end_ms,
+                window.counts,
+                final=window.final,
+                computed_at_ms=computed_at_ms,
+            )
+            await self.output_topics[self.settings.output_topic].send(
+                key=record_key(tenant, window.spec), value=encode_record(record)
+            )
+            self.metrics.published.labels("final" if window.final else "provisional").inc()
+        if any(window.final for window in published):
+            await self.app.producer.flush()
+        for key, value in writes.items():
+            if value is None:
+                self.all_tenants_table.pop(key, None)
+            else:
+                self.all_tenants_table[key] = value
+
+    # Rebalancing, readiness and gauges
+
+    def _on_assigned(self, assigned: set[TP]) -> None:
+        by_tenant = self.by_tenant_topic.get_topic_name()
+        counting = {tp.partition for tp in assigned if tp.topic == by_tenant}
+        self.counting.keep_only(counting)
+        owns = any(tp.topic == self.all_tenants_topic.get_topic_name() for tp in assigned)
+        if not owns and self.owns_all_tenants:
+            self.all_tenants = AllTenantsState(self.settings)
+            self._all_tenants_restored = False
+        self.owns_all_tenants = owns
+        self._assigned = True
+        logger.info(
+            "partitions assigned: counting %s, all-tenants %s", sorted(counting), owns
+        )
+
+    def is_ready(self) -> bool:
+        """Tell whether the worker has its partitions and is consuming."""
+        app = self.app
+        if not self._assigned or app.rebalancing:
+            return False
+        return not any(
+            getattr(agent, "_crash_reason", None) is not None for agent in app.agents.values()
+        )
+
+    def _update_gauges(self) -> None:
+        self.metrics.ready.set(1 if self.is_ready() else 0)
+        now_ms = wall_clock_ms()
+        for partition, clock_ms in self.counting.clocks().items():
+            if clock_ms is not None:
+                self.metrics.event_time_lag.labels(str(partition)).set(
+                    max(0.0, (now_ms - clock_ms) / 1000)
+                )
+        self.metrics.remembered_ids.set(
+            sum(state.remembered_ids for state in self.counting.states.values())
+        )
+        monitor = self.app.monitor
+        read = getattr(monitor, "tp_read_offsets", None) or {}
+        ends = getattr(monitor, "tp_end_offsets", None) or {}
+        for tp, end in ends.items():
+            position = read.get(tp)
+            if position is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, end - position - 1)
+                )
+
+    def _window_samples(self) -> list[WindowSample]:
+        samples = list(self.counting.window_samples())
+        if self.owns_all_tenants:
+            for window in self.all_tenants.newest_final.values():
+                samples.append(
+                    WindowSample(self.settings.all_tenants, window.spec, window.end_ms, window.counts)
+                )
+        return samples

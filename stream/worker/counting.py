@@ -1,0 +1,343 @@
+"""The counting stage: per-partition state, idle clocks, journal and publishing.
+
+This module decides what to write; :mod:`stream.worker.app` does the writing
+through Faust. Each method returns the records to send, so the stage can be
+driven in tests without a broker.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from stream.ingest.deadletter import dead_letter_headers
+from stream.ingest.events import Interaction, Reason
+from stream.metrics.windows import TenantSample, WindowSample
+from stream.publish.records import encode_record, record_key, window_record
+from stream.settings import Settings
+from stream.timeutil import ms_to_rfc3339, wall_clock_ms
+from stream.windows.journal import JournalIndex, decode_delta, encode_delta, parse_journal_key
+from stream.windows.state import ClosedWindow, LateEvent, PartitionState
+from stream.worker.messages import Partial, Tick, WindowSums, encode
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_ENTRIES = 2_000
+COMPACT_AFTER_RECORDS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """A record to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None
+
+
+@dataclass(slots=True)
+class PartitionOutput:
+    """What processing a partition's batch produced."""
+
+    records: list[OutgoingRecord] = field(default_factory=list)
+    journal: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    finals: int = 0
+    provisionals: int = 0
+    counted: int = 0
+    duplicates: dict[str, int] = field(default_factory=dict)
+    late: list[LateEvent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _SenderBound:
+    bound_ms: int | None
+    received_monotonic: float
+
+
+class CountingStage:
+    """Counting state of the partitions this worker owns, and the rules that drive it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.settings = settings
+        self.slice_ms = settings.slice_ms
+        self._monotonic = monotonic
+        self._wall_clock = wall_clock
+        self.states: dict[int, PartitionState] = {}
+        self.journals: dict[int, JournalIndex] = {}
+        self._last_data: dict[int, float] = {}
+        self._last_provisional: dict[int, float] = {}
+        self._bounds: dict[int, dict[str, _SenderBound]] = {}
+        self._journaled_progress: dict[int, tuple[int | None, int | None]] = {}
+        self._partial_progress: dict[int, int | None] = {}
+        self._empty_progress: dict[int, int] = {}
+
+    # Partition lifecycle
+
+    def new_state(self, partition: int) -> PartitionState:
+        """Return an empty state for a partition."""
+        return PartitionState(
+            partition,
+            windows=self.settings.windows,
+            slice_ms=self.slice_ms,
+            grace_ms=self.settings.grace_ms,
+            dedup_horizon_ms=self.settings.dedup_horizon_ms,
+            all_tenants=self.settings.all_tenants,
+        )
+
+    def restore(self, partition: int, records: Iterable[tuple[bytes, bytes]]) -> PartitionState:
+        """Rebuild a partition's state from its journal records (any order)."""
+        started = time.monotonic()
+        state = self.new_state(partition)
+        journal = JournalIndex(partition)
+        entries = sorted(
+            (parse_journal_key(key)[1], key, value)
+            for key, value in records
+            if parse_journal_key(key)[0] == partition and value is not None
+        )
+        for _, key, value in entries:
+            delta = decode_delta(value)
+            state.apply_delta(delta)
+            journal.restored(key, delta.newest_slice_ms)
+        state.finish_restore()
+
+        self.states[partition] = state
+        self.journals[partition] = journal
+        self._last_data[partition] = self._monotonic()
+        self._last_provisional[partition] = self._monotonic()
+        self._journaled_progress[partition] = (state.clock_ms, state.finalized_ms)
+        logger.info(
+            "restored partition %d from %d journal records in %.3f s: %d tenants, clock %s",
+            partition,
+            len(entries),
+            time.monotonic() - started,
+            len(state.tenants),
+            ms_to_rfc3339(state.clock_ms) if state.clock_ms is not None else "unset",
+        )
+        return state
+
+    def keep_only(self, partitions: set[int]) -> list[int]:
+        """Forget the partitions not in ``partitions``; return the ones forgotten."""
+        dropped = [partition for partition in self.states if partition not in partitions]
+        for partition in dropped:
+            del self.states[partition]
+            self.journals.pop(partition, None)
+            self._last_data.pop(partition, None)
+            self._last_provisional.pop(partition, None)
+            self._bounds.pop(partition, None)
+            self._journaled_progress.pop(partition, None)
+            self._partial_progress.pop(partition, None)
+            self._empty_progress.pop(partition, None)
+        if dropped:
+            logger.info("released counting state of partitions %s", sorted(dropped))
+        return dropped
+
+    # Processing
+
+    def process(
+        self,
+        partition: int,
+        events: list[Interaction],
+        ticks: list[Tick],
+    ) -> PartitionOutput:
+        """Count a partition's events, take its ticks, and return what to write."""
+        state = self.states[partition]
+        output = PartitionOutput()
+        now = self._monotonic()
+
+        if events:
+            outcome = state.count(events)
+            self._last_data[partition] = now
+            output.counted = outcome.counted
+            output.duplicates = outcome.duplicates
+            output.late = outcome.late
+            for late in outcome.late:
+                output.records.append(self._late_record(late))
+
+        for tick in ticks:
+            self._bounds.setdefault(partition, {})[tick.sender] = _SenderBound(tick.bound_ms, now)
+        self._advance_if_idle(partition, state, now)
+
+        self._publish(partition, state, output, now)
+        self._write_journal(partition, state, output)
+        return output
+
+    def _advance_if_idle(self, partition: int, state: PartitionState, now: float) -> None:
+        """Move an idle partition's clock to the slowest worker's input position.
+
+        A partition is idle after ``idle_timeout`` without events. Its clock then
+        follows the ticks: while any worker still reads input, to the oldest
+        position among them, so a fast replay closes no window early; once all
+        inputs are quiet too, to the wall clock.
+        """
+        idle_timeout_seconds = self.settings.idle_timeout_ms / 1000
+        if now - self._last_data.get(partition, now) < idle_timeout_seconds:
+            return
+        stale_after = max(3 * idle_timeout_seconds, 10 * self.settings.tick_interval_ms / 1000)
+        bounds = [
+            sender.bound_ms
+            for sender in self._bounds.get(partition, {}).values()
+            if now - sender.received_monotonic < stale_after
+        ]
+        if not bounds or any(bound is None for bound in bounds):
+            return
+        target = min(bound for bound in bounds if bound is not None)
+        if state.clock_ms is None:
+            # A partition that never counted an event has no window to close and
+            # keeps no clock, so old data replayed into a fresh topic is not late.
+            # For the all-tenants figure it reports that it holds nothing so far.
+            self._empty_progress[partition] = target
+            return
+        before = state.clock_ms
+        if state.advance_clock(target):
+            logger.debug(
+                "partition %d idle: clock moved from %s to %s",
+                partition,
+                before,
+                ms_to_rfc3339(target),
+            )
+
+    def _publish(
+        self, partition: int, state: PartitionState, output: PartitionOutput, now: float
+    ) -> None:
+        computed_at_ms = self._wall_clock()
+        closed = state.close_windows()
+        provisional: list[ClosedWindow] = []
+        if now - self._last_provisional.get(partition, 0.0) >= (
+            self.settings.publish_interval_ms / 1000
+        ):
+            provisional = state.take_provisional()
+            self._last_provisional[partition] = now
+
+        all_tenants = self.settings.all_tenants
+        partial_windows: list[WindowSums] = []
+        for window in [*closed, *provisional]:
+            if window.tenant == all_tenants:
+                partial_windows.append(
+                    WindowSums(
+                        window=window.spec.name,
+                        end_ms=window.end_ms,
+                        counts=[
+                            [cls, channel, number]
+                            for (cls, channel), number in window.counts.as_slice().items()
+                        ],
+                    )
+                )
+                continue
+            record = window_record(
+                window.tenant,
+                window.spec,
+                window.end_ms,
+                window.counts,
+                final=window.final,
+                computed_at_ms=computed_at_ms,
+            )
+            output.records.append(
+                OutgoingRecord(
+                    self.settings.output_topic,
+                    record_key(window.tenant, window.spec),
+                    encode_record(record),
+                )
+            )
+            if window.final:
+                output.finals += 1
+            else:
+                output.provisionals += 1
+
+        progress = state.finalized_ms
+        if progress is None:
+            progress = self._empty_progress.get(partition)
+        if partial_windows or self._partial_progress.get(partition) != progress:
+            self._partial_progress[partition] = progress
+            output.records.append(
+                OutgoingRecord(
+                    self.all_tenants_topic,
+                    None,
+                    encode(Partial(partition, progress, partial_windows)),
+                    partition=0,
+                )
+            )
+        state.expire()
+
+    @property
+    def all_tenants_topic(self) -> str:
+        """Return the name of the single-partition topic of all-tenants partials."""
+        return f"{self.settings.app_id}-all-tenants"
+
+    def _write_journal(self, partition: int, state: PartitionState, output: PartitionOutput) -> None:
+        journal = self.journals[partition]
+        delta = state.take_delta()
+        progress = (delta.clock_ms, delta.finalized_ms)
+        if not delta.is_empty() or self._journaled_progress.get(partition) != progress:
+            key = journal.add(delta.newest_slice_ms)
+            output.journal.append((key, encode_delta(delta)))
+            self._journaled_progress[partition] = progress
+
+        for key in journal.expired(state.expire_before()):
+            output.journal.append((key, None))
+
+        if len(journal.live) > COMPACT_AFTER_RECORDS:
+            for key in journal.take_all():
+                output.journal.append((key, None))
+            for snapshot in state.snapshot(SNAPSHOT_ENTRIES):
+                key = journal.add(snapshot.newest_slice_ms)
+                output.journal.append((key, encode_delta(snapshot)))
+            logger.info(
+                "compacted journal of partition %d into %d records",
+                partition,
+                len(journal.live),
+            )
+
+    def _late_record(self, late: LateEvent) -> OutgoingRecord:
+        event = late.event
+        window = (
+            f"[{ms_to_rfc3339(late.slice_start_ms)}, "
+            f"{ms_to_rfc3339(late.slice_start_ms + self.slice_ms)})"
+        )
+        detail = (
+            f"event at {ms_to_rfc3339(event.occurred_at_ms)} arrived when the clock was at "
+            f"{ms_to_rfc3339(late.clock_ms)}, after its window {window} closed "
+            f"(grace {self.settings.grace_ms // 1000} s)"
+        )
+        return OutgoingRecord(
+            self.settings.dead_letter_topic,
+            event.raw_key,
+            event.raw_value,
+            dead_letter_headers(
+                reason=Reason.LATE,
+                detail=detail,
+                topic=event.source_topic,
+                partition=event.source_partition,
+                offset=event.source_offset,
+                window=window,
+            ),
+        )
+
+    # Reading for metrics
+
+    def window_samples(self) -> Iterator[WindowSample]:
+        """Yield the newest ended window of each size for every tenant owned here."""
+        all_tenants = self.settings.all_tenants
+        for state in list(self.states.values()):
+            for tenant, spec, end_ms, counts in state.newest_windows():
+                if tenant != all_tenants:
+                    yield WindowSample(tenant, spec, end_ms, counts)
+
+    def tenant_samples(self) -> Iterator[TenantSample]:
+        """Yield the newest event time of every tenant owned here."""
+        all_tenants = self.settings.all_tenants
+        for state in list(self.states.values()):
+            for tenant, tenant_state in state.tenants.items():
+                if tenant != all_tenants and tenant_state.newest_event_ms is not None:
+                    yield TenantSample(tenant, tenant_state.newest_event_ms)
+
+    def clocks(self) -> Mapping[int, int | None]:
+        """Return the event-time clock of each owned partition."""
+        return {partition: state.clock_ms for partition, state in self.states.items()}

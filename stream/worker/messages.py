@@ -1,0 +1,67 @@
+"""Messages on the worker's internal topics, encoded with MessagePack.
+
+The ingest stage sends one :class:`Batch` per tenant and input batch to the
+repartition topic, keyed by tenant. Every worker also sends a :class:`Tick`
+to every partition of that topic on a timer, carrying how far the worker's
+ingest has read in event time, so idle partitions can close their windows.
+Counting partitions send :class:`Partial` sums of all their tenants to the
+single-partition topic that adds up the all-tenants figure.
+"""
+
+import msgspec
+
+from stream.ingest.events import Interaction
+
+
+class Batch(msgspec.Struct, tag="b", array_like=True):
+    """Valid interactions of one tenant from one ingest batch."""
+
+    events: list[Interaction]
+
+
+class Tick(msgspec.Struct, tag="t", array_like=True):
+    """A worker's view of the input: the event time below which it sends nothing new.
+
+    ``bound_ms`` is the newest event time the sender's ingest has read, or the
+    wall clock when its ingest has read nothing for the idle timeout.
+    """
+
+    sender: str
+    bound_ms: int | None
+
+
+class WindowSums(msgspec.Struct, array_like=True):
+    """One window's sums in a partial."""
+
+    window: str
+    end_ms: int
+    counts: list[list[int | str]]
+
+
+class Partial(msgspec.Struct, tag="p", array_like=True):
+    """A counting partition's sums over all its tenants, and how far it has closed windows."""
+
+    partition: int
+    finalized_ms: int | None
+    windows: list[WindowSums]
+
+
+InternalMessage = Batch | Tick
+_encoder = msgspec.msgpack.Encoder()
+_internal_decoder = msgspec.msgpack.Decoder(InternalMessage)
+_partial_decoder = msgspec.msgpack.Decoder(Partial)
+
+
+def encode(message: Batch | Tick | Partial) -> bytes:
+    """Serialise an internal message."""
+    return _encoder.encode(message)
+
+
+def decode_internal(payload: bytes) -> Batch | Tick:
+    """Read a message of the repartition topic."""
+    return _internal_decoder.decode(payload)
+
+
+def decode_partial(payload: bytes) -> Partial:
+    """Read a message of the all-tenants topic."""
+    return _partial_decoder.decode(payload)
