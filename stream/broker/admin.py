@@ -27,7 +27,7 @@ async def probe_broker(bootstrap_servers: str, request_timeout_ms: int = 5_000) 
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+    except (KafkaError, OSError, TimeoutError) as exc:
         logger.debug("Kafka at %s is not ready: %r", bootstrap_servers, exc)
         return False
     finally:

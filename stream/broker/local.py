@@ -171,7 +171,9 @@ class LocalBroker:
                     "first or use another home folder"
                 )
             logger.info(
-                "Kafka broker already running at %s (pid %d)", current.bootstrap_servers, current.pid
+                "Kafka broker already running at %s (pid %d)",
+                current.bootstrap_servers,
+                current.pid,
             )
             self._wait_until_ready(current.pid, time.monotonic() + timeout_seconds)
             return False
@@ -258,9 +260,11 @@ class LocalBroker:
         layout.log4j_file.write_text(render_log4j_config(layout))
 
     def _java_command(self, java: str, libs_dir: Path, main_class: str) -> list[str]:
+        """Return the java command line for ``main_class``; only the broker gets ``heap_max``."""
+        heap_options = [f"-Xmx{self.heap_max}"] if main_class == "kafka.Kafka" else []
         return [
             java,
-            f"-Xmx{self.heap_max}",
+            *heap_options,
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.layout.log4j_file}",
@@ -357,23 +361,30 @@ class LocalBroker:
 
     def _terminate(self, pid: int, timeout_seconds: float) -> None:
         """Send SIGTERM, then SIGKILL if the process outlives ``timeout_seconds``."""
-        for sig, wait_seconds in ((signal.SIGTERM, timeout_seconds), (signal.SIGKILL, KILL_WAIT_SECONDS)):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                return
-            deadline = time.monotonic() + wait_seconds
-            while time.monotonic() < deadline:
-                if not is_alive(pid):
-                    return
-                time.sleep(0.2)
-            if sig == signal.SIGTERM:
-                logger.warning(
-                    "Kafka broker (pid %d) still running %.0f s after SIGTERM; sending SIGKILL",
-                    pid,
-                    timeout_seconds,
-                )
+        if _signal_and_wait(pid, signal.SIGTERM, timeout_seconds):
+            return
+        logger.warning(
+            "Kafka broker (pid %d) still running %.0f s after SIGTERM; sending SIGKILL",
+            pid,
+            timeout_seconds,
+        )
+        if _signal_and_wait(pid, signal.SIGKILL, KILL_WAIT_SECONDS):
+            return
         raise BrokerError(
             f"Kafka broker (pid {pid}) still running {KILL_WAIT_SECONDS:.0f} s after SIGKILL; "
             f"check it with 'ps -p {pid}'"
         )
+
+
+def _signal_and_wait(pid: int, sig: signal.Signals, wait_seconds: float) -> bool:
+    """Send ``sig`` to ``pid`` and return whether the process is gone within ``wait_seconds``."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            return True
+        time.sleep(0.2)
+    return not is_alive(pid)

@@ -10,7 +10,7 @@ PROC = Path("/proc")
 
 
 def is_alive(pid: int) -> bool:
-    """Return whether ``pid`` is a live process; a zombie that exited but is not yet reaped is not."""
+    """Return whether ``pid`` is a live process; a zombie (exited, not yet reaped) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -69,7 +69,7 @@ def port_accepts(port: int, host: str = "127.0.0.1", timeout_seconds: float = 1.
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Return ``count`` distinct TCP ports that are free now; another process may take them later."""
+    """Return ``count`` distinct TCP ports that are free now; others may take them later."""
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
         for sock in sockets:

@@ -2,11 +2,11 @@
 
 Every event updates one slice (``slice_ms`` long) of its tenant, whatever
 windows are configured. A window is the sum of its slices, computed when a
-record or a metric needs it. A partition's clock is the newest event time it
-has counted; it also moves forward when the partition has been idle (see
-:meth:`PartitionState.advance_idle_clock`). A slice is closed once
-``slice end + grace <= clock``: an event for a closed slice is late and
-counted nowhere, so the final records of every window size agree.
+record or a metric needs it. A partition's clock is the input watermark
+that the counting stage hands it (:meth:`PartitionState.advance_clock`); it
+never moves back. A slice is closed once ``slice end + grace <= clock``: an
+event for a closed slice is late and counted nowhere, so the final records of
+every window size agree.
 """
 
 from collections.abc import Iterable, Iterator
@@ -109,14 +109,14 @@ class PartitionState:
     # Counting
 
     def count(self, events: Iterable[Interaction]) -> BatchOutcome:
-        """Count a batch of events in arrival order, skipping duplicates and late ones."""
+        """Count a batch of events, skipping duplicates and those whose slice has closed."""
         outcome = BatchOutcome()
         slice_ms = self.slice_ms
         closed_before = self._closed_before()
         seen = self._seen
         batch: dict[tuple[str, int], SliceCounts] = {}
         new_ids: dict[tuple[str, int], list[str]] = {}
-        clock = self.clock_ms
+        clock = self.clock_ms if self.clock_ms is not None else 0
         newest: dict[str, int] = {}
 
         for event in events:
@@ -129,7 +129,7 @@ class PartitionState:
             occurred_at_ms = event.occurred_at_ms
             start = occurred_at_ms - occurred_at_ms % slice_ms
             if start < closed_before:
-                outcome.late.append(LateEvent(event, start, clock if clock is not None else 0))
+                outcome.late.append(LateEvent(event, start, clock))
                 continue
 
             seen[seen_key] = start
@@ -150,13 +150,8 @@ class PartitionState:
 
             if occurred_at_ms > newest.get(tenant, -(2**62)):
                 newest[tenant] = occurred_at_ms
-            if clock is None or occurred_at_ms > clock:
-                clock = occurred_at_ms
-                closed_before = clock - grace_end_offset(slice_ms, self.grace_ms)
             outcome.counted += 1
 
-        if clock is not None:
-            self.clock_ms = clock
         self._merge_counts(batch, record=True)
         self._remember_ids(new_ids, record=True)
         for tenant, occurred_at_ms in newest.items():
@@ -232,6 +227,10 @@ class PartitionState:
             self.clock_ms = to_ms
             return True
         return False
+
+    def has_pending_windows(self) -> bool:
+        """Tell whether any window with data still waits for its final record."""
+        return any(state.pending for state in self.tenants.values())
 
     # Publishing
 

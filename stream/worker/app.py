@@ -55,8 +55,12 @@ class AdoptionApp:
         self._all_tenants_restored = False
         self.sender_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
-        self._ingest_clock_ms: int | None = None
-        self._ingest_last_record = time.monotonic()
+        self._input_partitions: set[TP] = set()
+        self._input_assigned_at = time.monotonic()
+        self._input_newest_ms: dict[TP, int] = {}
+        self._input_last_record: dict[TP, float] = {}
+        self._input_next_offset: dict[TP, int] = {}
+        self._input_backlog: dict[TP, int] = {}
         self._started = time.monotonic()
         self._last_count_batch = 0.0
         self._assigned = False
@@ -196,11 +200,15 @@ class AdoptionApp:
         now_ms = wall_clock_ms()
         by_tenant: dict[str, list[Interaction]] = {}
         consumed: dict[str, int] = {}
-        newest = self._ingest_clock_ms
+        newest_by_partition = self._input_newest_ms
+        received = time.monotonic()
 
         for event in events:
             message = event.message
             consumed[message.topic] = consumed.get(message.topic, 0) + 1
+            tp = message.tp
+            self._input_last_record[tp] = received
+            self._input_next_offset[tp] = message.offset + 1
             source = SourceRecord(
                 message.topic, message.partition, message.offset, message.key, message.value
             )
@@ -217,16 +225,43 @@ class AdoptionApp:
                 await self._reject(source, result)
                 continue
             by_tenant.setdefault(result.tenant, []).append(result)
-            if newest is None or result.occurred_at_ms > newest:
-                newest = result.occurred_at_ms
+            if result.occurred_at_ms > newest_by_partition.get(tp, -(2**62)):
+                newest_by_partition[tp] = result.occurred_at_ms
 
+        tick = self.input_watermark()
         for tenant, interactions in by_tenant.items():
-            await self.by_tenant_topic.send(key=tenant.encode(), value=encode(Batch(interactions)))
-
+            await self.by_tenant_topic.send(
+                key=tenant.encode(), value=encode(Batch(interactions, tick))
+            )
         for topic, number in consumed.items():
             self.metrics.consumed.labels(topic).inc(number)
-        self._ingest_clock_ms = newest
-        self._ingest_last_record = time.monotonic()
+
+    def input_watermark(self) -> Tick:
+        """Return this worker's input watermark over its assigned input partitions.
+
+        An input partition is left out once it has no unread records and has
+        delivered none for the idle timeout, so one quiet partition does not
+        hold every window open, while one that is merely read later than the
+        others does.
+        """
+        now = time.monotonic()
+        idle_seconds = self.settings.idle_timeout_ms / 1000
+        watermarks: list[int] = []
+        waiting = False
+        for tp in self._input_partitions:
+            last_record = self._input_last_record.get(tp, self._input_assigned_at)
+            if self._input_backlog.get(tp) == 0 and now - last_record >= idle_seconds:
+                continue
+            newest = self._input_newest_ms.get(tp)
+            if newest is None:
+                waiting = True
+            else:
+                watermarks.append(newest)
+        if waiting:
+            return Tick(self.sender_id, None, quiet=False)
+        if not watermarks:
+            return Tick(self.sender_id, None, quiet=True)
+        return Tick(self.sender_id, min(watermarks), quiet=False)
 
     @property
     def _reserved_tenants(self) -> frozenset[str]:
@@ -264,6 +299,7 @@ class AdoptionApp:
             message = decode_internal(event.message.value)
             if isinstance(message, Batch):
                 interactions.extend(message.events)
+                ticks.append(message.tick)
             else:
                 ticks.append(message)
 
@@ -319,12 +355,32 @@ class AdoptionApp:
                 partition=record.partition,
             )
 
+    async def _refresh_input_backlog(self) -> None:
+        """Read the end offsets of the input partitions and how far behind them ingest is."""
+        partitions = list(self._input_partitions)
+        if not partitions:
+            return
+        consumer = self.app.consumer
+        ends = await consumer.highwaters(*partitions)
+        for tp in partitions:
+            end = ends.get(tp)
+            next_offset = self._input_next_offset.get(tp)
+            if next_offset is None:
+                next_offset = await consumer.position(tp)
+            if end is None or next_offset is None:
+                self._input_backlog.pop(tp, None)
+                continue
+            backlog = max(0, end - next_offset)
+            self._input_backlog[tp] = backlog
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(backlog)
+
     async def _send_ticks(self) -> None:
-        """Tell every counting partition how far this worker's ingest has read."""
-        idle_seconds = self.settings.idle_timeout_ms / 1000
-        input_quiet = time.monotonic() - self._ingest_last_record >= idle_seconds
-        bound = wall_clock_ms() if input_quiet else self._ingest_clock_ms
-        value = encode(Tick(self.sender_id, bound))
+        """Send this worker's input watermark to every counting partition."""
+        try:
+            await self._refresh_input_backlog()
+        except Exception as exc:  # noqa: BLE001 - a failed look-up only delays idleness
+            logger.warning("failed to read input end offsets: %r", exc)
+        value = encode(self.input_watermark())
         for partition in range(self.settings.internal_partitions):
             await self.by_tenant_topic.send(key=None, value=value, partition=partition)
 
@@ -368,6 +424,18 @@ class AdoptionApp:
     def _on_assigned(self, assigned: set[TP]) -> None:
         by_tenant = self.by_tenant_topic.get_topic_name()
         counting = {tp.partition for tp in assigned if tp.topic == by_tenant}
+        inputs = {tp for tp in assigned if tp.topic in self.settings.input_topics}
+        if inputs != self._input_partitions:
+            self._input_partitions = inputs
+            self._input_assigned_at = time.monotonic()
+            for state in (
+                self._input_newest_ms,
+                self._input_last_record,
+                self._input_next_offset,
+                self._input_backlog,
+            ):
+                for tp in [tp for tp in state if tp not in inputs]:
+                    del state[tp]
         self.counting.keep_only(counting)
         owns = any(tp.topic == self.all_tenants_topic.get_topic_name() for tp in assigned)
         if not owns and self.owns_all_tenants:
@@ -399,15 +467,6 @@ class AdoptionApp:
         self.metrics.remembered_ids.set(
             sum(state.remembered_ids for state in self.counting.states.values())
         )
-        monitor = self.app.monitor
-        read = getattr(monitor, "tp_read_offsets", None) or {}
-        ends = getattr(monitor, "tp_end_offsets", None) or {}
-        for tp, end in ends.items():
-            position = read.get(tp)
-            if position is not None:
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, end - position - 1)
-                )
 
     def _window_samples(self) -> list[WindowSample]:
         samples = list(self.counting.window_samples())

@@ -51,9 +51,9 @@ class PartitionOutput:
 
 
 @dataclass(slots=True)
-class _SenderBound:
-    bound_ms: int | None
-    received_monotonic: float
+class _Sender:
+    tick: Tick
+    received: float
 
 
 class CountingStage:
@@ -74,7 +74,7 @@ class CountingStage:
         self.journals: dict[int, JournalIndex] = {}
         self._last_data: dict[int, float] = {}
         self._last_provisional: dict[int, float] = {}
-        self._bounds: dict[int, dict[str, _SenderBound]] = {}
+        self._senders: dict[int, dict[str, _Sender]] = {}
         self._journaled_progress: dict[int, tuple[int | None, int | None]] = {}
         self._partial_progress: dict[int, int | None] = {}
         self._empty_progress: dict[int, int] = {}
@@ -131,7 +131,7 @@ class CountingStage:
             self.journals.pop(partition, None)
             self._last_data.pop(partition, None)
             self._last_provisional.pop(partition, None)
-            self._bounds.pop(partition, None)
+            self._senders.pop(partition, None)
             self._journaled_progress.pop(partition, None)
             self._partial_progress.pop(partition, None)
             self._empty_progress.pop(partition, None)
@@ -147,7 +147,12 @@ class CountingStage:
         events: list[Interaction],
         ticks: list[Tick],
     ) -> PartitionOutput:
-        """Count a partition's events, take its ticks, and return what to write."""
+        """Count a partition's events, then apply the watermarks, and return what to write.
+
+        ``ticks`` holds the watermarks that came with the events and on their
+        own, in arrival order; the events are judged late against the clock as
+        it was before them.
+        """
         state = self.states[partition]
         output = PartitionOutput()
         now = self._monotonic()
@@ -161,48 +166,51 @@ class CountingStage:
             for late in outcome.late:
                 output.records.append(self._late_record(late))
 
+        senders = self._senders.setdefault(partition, {})
         for tick in ticks:
-            self._bounds.setdefault(partition, {})[tick.sender] = _SenderBound(tick.bound_ms, now)
-        self._advance_if_idle(partition, state, now)
+            senders[tick.sender] = _Sender(tick, now)
+        self._advance_clock(partition, state, now)
 
         self._publish(partition, state, output, now)
         self._write_journal(partition, state, output)
         return output
 
-    def _advance_if_idle(self, partition: int, state: PartitionState, now: float) -> None:
-        """Move an idle partition's clock to the slowest worker's input position.
+    def _advance_clock(self, partition: int, state: PartitionState, now: float) -> None:
+        """Move the partition's clock to the slowest worker's input watermark.
 
-        A partition is idle after ``idle_timeout`` without events. Its clock then
-        follows the ticks: while any worker still reads input, to the oldest
-        position among them, so a fast replay closes no window early; once all
-        inputs are quiet too, to the wall clock.
+        While any worker reads input, the clock is the oldest watermark among
+        them, so skew between input partitions or a fast replay closes no
+        window early. Once every input has been quiet for the idle timeout, a
+        partition with windows still open moves its clock to the wall clock,
+        so the last burst's windows close without waiting for another event.
         """
-        idle_timeout_seconds = self.settings.idle_timeout_ms / 1000
-        if now - self._last_data.get(partition, now) < idle_timeout_seconds:
+        senders = self._senders.setdefault(partition, {})
+        stale_after = max(
+            3 * self.settings.idle_timeout_ms / 1000, 10 * self.settings.tick_interval_ms / 1000
+        )
+        for sender_id in [key for key, sender in senders.items() if now - sender.received > stale_after]:
+            logger.info("partition %d: no tick from worker %s for %.0f s, ignoring it",
+                        partition, sender_id, stale_after)
+            del senders[sender_id]
+        if not senders:
             return
-        stale_after = max(3 * idle_timeout_seconds, 10 * self.settings.tick_interval_ms / 1000)
-        bounds = [
-            sender.bound_ms
-            for sender in self._bounds.get(partition, {}).values()
-            if now - sender.received_monotonic < stale_after
-        ]
-        if not bounds or any(bound is None for bound in bounds):
+
+        active = [sender for sender in senders.values() if not sender.tick.quiet]
+        if active:
+            watermarks = [sender.tick.watermark_ms for sender in active]
+            if all(mark is not None for mark in watermarks):
+                state.advance_clock(min(mark for mark in watermarks if mark is not None))
             return
-        target = min(bound for bound in bounds if bound is not None)
-        if state.clock_ms is None:
-            # A partition that never counted an event has no window to close and
-            # keeps no clock, so old data replayed into a fresh topic is not late.
-            # For the all-tenants figure it reports that it holds nothing so far.
-            self._empty_progress[partition] = target
+
+        idle_seconds = now - self._last_data.get(partition, now)
+        if idle_seconds < self.settings.idle_timeout_ms / 1000:
             return
-        before = state.clock_ms
-        if state.advance_clock(target):
-            logger.debug(
-                "partition %d idle: clock moved from %s to %s",
-                partition,
-                before,
-                ms_to_rfc3339(target),
-            )
+        wall_ms = self._wall_clock()
+        if state.has_pending_windows():
+            if state.advance_clock(wall_ms):
+                logger.debug("partition %d idle: clock moved to the wall clock", partition)
+        else:
+            self._empty_progress[partition] = wall_ms
 
     def _publish(
         self, partition: int, state: PartitionState, output: PartitionOutput, now: float
@@ -252,8 +260,9 @@ class CountingStage:
                 output.provisionals += 1
 
         progress = state.finalized_ms
-        if progress is None:
-            progress = self._empty_progress.get(partition)
+        empty_progress = self._empty_progress.get(partition)
+        if empty_progress is not None and (progress is None or empty_progress > progress):
+            progress = empty_progress
         if partial_windows or self._partial_progress.get(partition) != progress:
             self._partial_progress[partition] = progress
             output.records.append(

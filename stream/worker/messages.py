@@ -2,8 +2,8 @@
 
 The ingest stage sends one :class:`Batch` per tenant and input batch to the
 repartition topic, keyed by tenant. Every worker also sends a :class:`Tick`
-to every partition of that topic on a timer, carrying how far the worker's
-ingest has read in event time, so idle partitions can close their windows.
+to every partition of that topic on a timer. Both carry the worker's input
+watermark, from which each counting partition derives its event-time clock.
 Counting partitions send :class:`Partial` sums of all their tenants to the
 single-partition topic that adds up the all-tenants figure.
 """
@@ -13,21 +13,25 @@ import msgspec
 from stream.ingest.events import Interaction
 
 
-class Batch(msgspec.Struct, tag="b", array_like=True):
-    """Valid interactions of one tenant from one ingest batch."""
-
-    events: list[Interaction]
-
-
 class Tick(msgspec.Struct, tag="t", array_like=True):
-    """A worker's view of the input: the event time below which it sends nothing new.
+    """A worker's input watermark: how far in event time its ingest has read.
 
-    ``bound_ms`` is the newest event time the sender's ingest has read, or the
-    wall clock when its ingest has read nothing for the idle timeout.
+    ``watermark_ms`` is the oldest, over the worker's active input partitions,
+    of the newest event time read from each; ``None`` while an active input
+    partition has not delivered a record yet. ``quiet`` is true when none of
+    the worker's input partitions has delivered a record for the idle timeout.
     """
 
     sender: str
-    bound_ms: int | None
+    watermark_ms: int | None
+    quiet: bool
+
+
+class Batch(msgspec.Struct, tag="b", array_like=True):
+    """Valid interactions of one tenant from one ingest batch, with the sender's watermark."""
+
+    events: list[Interaction]
+    tick: Tick
 
 
 class WindowSums(msgspec.Struct, array_like=True):

@@ -5,14 +5,13 @@ jars come from the default broker home, so only the first run fetches them.
 """
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from conftest import CreateTopics, UniqueName
 from stream.broker.local import LocalBroker, default_home
 from stream.broker.process import free_ports, port_in_use
 from stream.errors import BrokerError
@@ -21,6 +20,9 @@ pytestmark = pytest.mark.integration
 
 START_TIMEOUT_SECONDS = 180.0
 CONSUME_TIMEOUT_SECONDS = 60.0
+
+CreateTopics = Callable[[str, Mapping[str, int]], None]
+UniqueName = Callable[[str], str]
 
 
 def new_broker(home: Path, heap_max: str = "512m") -> LocalBroker:

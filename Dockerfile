@@ -1,0 +1,33 @@
+# Image of the adoption-rate worker and replay, used by docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Every dependency ships a manylinux wheel for CPython 3.11, so the slim
+# image needs no compiler.
+COPY pyproject.toml ./
+COPY stream ./stream
+RUN pip install .
+
+COPY config ./config
+
+# The settings locate config/ next to the package, which after `pip install .`
+# is site-packages, so the files are named here instead.
+# NOTE: a file looked up only relative to the package, with no setting of its
+# own, is not found in this image.
+ENV ADOPTION_CONFIG_FILE=/app/config/adoption-rate.toml \
+    ADOPTION_CHANNELS_FILE=/app/config/channels.toml \
+    ADOPTION_DATA_DIR=/var/lib/adoption-rate
+
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin adoption \
+    && mkdir -p /var/lib/adoption-rate \
+    && chown adoption /var/lib/adoption-rate
+USER adoption
+
+EXPOSE 6066
+CMD ["adoption-rate", "worker"]
