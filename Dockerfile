@@ -16,12 +16,10 @@ RUN pip install .
 
 COPY config ./config
 
-# The settings locate config/ next to the package, which after `pip install .`
-# is site-packages, so the files are named here instead.
-# NOTE: a file looked up only relative to the package, with no setting of its
-# own, is not found in this image.
-ENV ADOPTION_CONFIG_FILE=/app/config/adoption-rate.toml \
-    ADOPTION_CHANNELS_FILE=/app/config/channels.toml \
+# The package finds config/ (channels, mappings such as sf311) next to its own
+# folder. The installed copy lives in site-packages, where no config/ exists,
+# so /app comes first on the path and the identical /app/stream is imported.
+ENV PYTHONPATH=/app \
     ADOPTION_DATA_DIR=/var/lib/adoption-rate
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin adoption \

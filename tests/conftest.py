@@ -70,7 +70,7 @@ def _container_broker() -> Iterator[str]:
     ``apache/kafka`` image lacks, so this uses a plain container configured
     through the image's ``KAFKA_*`` variables.
     """
-    # NOTE: no Docker engine was available where this was written, so this path never ran.
+    # NOTE: these container settings have not been run against a Docker engine yet.
     from testcontainers.core.container import DockerContainer
 
     (port,) = free_ports(1)
@@ -101,7 +101,7 @@ def _container_broker() -> Iterator[str]:
             stdout, stderr = container.get_logs()
             last_lines = (stdout + stderr).decode(errors="replace").splitlines()[-20:]
             raise BrokerError(
-                f"Kafka container {KAFKA_IMAGE} did not answer on {bootstrap_servers} within "
+                f"Kafka container {KAFKA_IMAGE} did not respond on {bootstrap_servers} within "
                 f"{BROKER_START_TIMEOUT_SECONDS:.0f} s. Last lines of its log:\n"
                 + "\n".join(last_lines)
             )
@@ -109,6 +109,8 @@ def _container_broker() -> Iterator[str]:
 
 
 def _local_broker(home: Path) -> Iterator[str]:
+    # NOTE: if pytest itself is killed (SIGKILL), this teardown does not run and the
+    # broker keeps running; stop it with 'adoption-rate broker stop --home <its home>'.
     port, controller_port = free_ports(2)
     broker = LocalBroker(
         home,
@@ -153,7 +155,7 @@ def _create_topics(bootstrap_servers: str, partitions_by_topic: Mapping[str, int
 def create_topics() -> CreateTopics:
     """Function ``create_topics(bootstrap, {name: partitions})`` that waits for partition leaders.
 
-    It runs its own event loop, so call it from synchronous test code; async
+    It runs its own event loop, so call it from synchronous test code. Async
     code can await :func:`stream.broker.admin.create_topics` instead.
     """
     return _create_topics

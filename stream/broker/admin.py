@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 async def probe_broker(bootstrap_servers: str, request_timeout_ms: int = 5_000) -> bool:
-    """Return whether a broker at ``bootstrap_servers`` answers a metadata request.
+    """Return whether a broker at ``bootstrap_servers`` responds to a metadata request.
 
     A broker counts as ready once the metadata lists at least one broker, which
     a KRaft node does only after it has registered with its controller.

@@ -55,7 +55,7 @@ def parse_java_major(version_output: str) -> int | None:
 
 
 def ensure_jars(layout: BrokerLayout) -> Path:
-    """Fetch the Kafka jars into ``layout.libs_dir`` unless they are there; return that folder.
+    """Fetch the Kafka jars into ``layout.libs_dir`` unless they are there, and return that folder.
 
     Maven writes into a temporary sibling folder that is renamed at the end,
     so an interrupted fetch never leaves a half-filled ``libs_dir`` behind,
@@ -122,7 +122,7 @@ def ensure_jars(layout: BrokerLayout) -> Path:
     try:
         partial_dir.rename(libs_dir)
     except OSError:
-        # Another process finished the same fetch first; its folder is complete.
+        # Another process finished the same fetch first, and its folder is complete.
         if not libs_dir.is_dir():
             raise
         shutil.rmtree(partial_dir, ignore_errors=True)

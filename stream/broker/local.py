@@ -57,8 +57,8 @@ KILL_WAIT_SECONDS = 10.0
 POLL_INTERVAL_SECONDS = 0.5
 LOG_TAIL_LINES = 20
 
-# Started through sh so that Java is not a child of this process: Python then
-# neither keeps a zombie after the broker exits nor warns about a running child.
+# Java is started through sh, so it is not a child of this process. Python then
+# keeps no zombie after the broker exits and does not warn about a running child.
 _LAUNCH_SCRIPT = 'log=$1; shift; "$@" </dev/null >"$log" 2>&1 & echo $!'
 
 
@@ -73,12 +73,12 @@ def default_home() -> Path:
 def random_cluster_id() -> str:
     """Return a KRaft cluster id: 16 random bytes in URL-safe base64 without padding.
 
-    This is the format of ``kafka-storage random-uuid``; like Kafka's
-    ``Uuid.randomUuid``, it never returns an id that starts with a dash.
+    This is the format of ``kafka-storage random-uuid``. The id contains no
+    dash, because a command-line tool may read a leading dash as an option.
     """
     while True:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cluster_id.startswith("-"):
+        if "-" not in cluster_id:
             return cluster_id
 
 
@@ -103,8 +103,8 @@ class LocalBroker:
     """Fetch, format, start and stop one combined KRaft broker and controller on 127.0.0.1.
 
     ``home`` contains the config, data, logs and pid file of this broker.
-    ``cache_dir`` contains the jars and defaults to ``home``; point several
-    homes at one cache to fetch the jars once.
+    ``cache_dir`` contains the jars and defaults to ``home``. Several homes
+    can share one cache, so that the jars are fetched once.
     """
 
     def __init__(
@@ -154,12 +154,13 @@ class LocalBroker:
         )
 
     def start(self, timeout_seconds: float = DEFAULT_START_TIMEOUT_SECONDS) -> bool:
-        """Start the broker and wait until it answers Kafka metadata requests.
+        """Start the broker and wait until it responds to Kafka metadata requests.
 
-        Fetches the jars and formats the storage on first use; neither counts
-        against ``timeout_seconds``, which limits the wait for the broker to
-        answer. Returns False if the broker of this home was already running.
-        Blocks the calling thread, so call it outside a running event loop.
+        On first use this fetches the jars and formats the storage. Neither
+        step counts against ``timeout_seconds``, which limits only the wait
+        for the broker to respond. Returns False if the broker of this home
+        was already running. It blocks the calling thread and runs its own
+        event loop, so call it outside a running one.
         """
         layout = self.layout
         current = self.status()
@@ -178,6 +179,11 @@ class LocalBroker:
             self._wait_until_ready(current.pid, time.monotonic() + timeout_seconds)
             return False
 
+        if layout.pid_file.exists():
+            logger.warning(
+                "removing stale pid file %s: its process is not this home's broker",
+                layout.pid_file,
+            )
         self._remove_run_files()
         self._check_ports_free()
         java = find_java()
@@ -343,7 +349,7 @@ class LocalBroker:
             if time.monotonic() >= deadline:
                 waited_seconds = time.monotonic() - started_at
                 raise BrokerError(
-                    f"Kafka broker (pid {pid}) did not answer on {layout.bootstrap_servers} "
+                    f"Kafka broker (pid {pid}) did not respond on {layout.bootstrap_servers} "
                     f"within {waited_seconds:.0f} s; raise the timeout (--timeout) or read the "
                     f"logs in {layout.logs_dir}.\n{self._log_tails()}"
                 )

@@ -10,7 +10,7 @@ PROC = Path("/proc")
 
 
 def is_alive(pid: int) -> bool:
-    """Return whether ``pid`` is a live process; a zombie (exited, not yet reaped) is not."""
+    """Return whether ``pid`` is a live process. A zombie (exited, not yet reaped) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -46,7 +46,7 @@ def read_pid(pid_file: Path) -> int | None:
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """Return whether binding ``host:port`` fails because another socket holds it."""
+    """Return whether binding ``host:port`` fails because another socket is bound to it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # The JVM sets SO_REUSEADDR as well, so a port in TIME_WAIT counts as free.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -69,7 +69,7 @@ def port_accepts(port: int, host: str = "127.0.0.1", timeout_seconds: float = 1.
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Return ``count`` distinct TCP ports that are free now; others may take them later."""
+    """Return ``count`` distinct TCP ports that are free now. Others may take them later."""
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
         for sock in sockets:

@@ -21,7 +21,10 @@ _HOME_HELP = f"home folder of the broker (default: ${HOME_ENV}, else <project ro
 
 
 def add_broker_commands(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add ``broker start|stop|status``; each sets ``handler``, which returns the exit code."""
+    """Add the ``broker start|stop|status`` commands.
+
+    Each command sets ``handler``, a function that runs it and returns the exit code.
+    """
     broker = subparsers.add_parser(
         "broker",
         help="run a local Kafka broker on 127.0.0.1 (for machines without Docker)",
@@ -32,7 +35,7 @@ def add_broker_commands(subparsers: "argparse._SubParsersAction[argparse.Argumen
     start = commands.add_parser(
         "start",
         help="start the broker, fetching Kafka first if needed",
-        description="Start the broker and wait until it answers Kafka requests.",
+        description="Start the broker and wait until it responds to Kafka requests.",
     )
     start.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help="client port (default: %(default)s)"
@@ -48,7 +51,7 @@ def add_broker_commands(subparsers: "argparse._SubParsersAction[argparse.Argumen
         "--timeout",
         type=float,
         default=DEFAULT_START_TIMEOUT_SECONDS,
-        help="seconds to wait for the broker to answer after launch (default: %(default)s)",
+        help="seconds to wait for the broker to respond after launch (default: %(default)s)",
     )
     start.add_argument(
         "--kafka-version",
@@ -70,7 +73,9 @@ def add_broker_commands(subparsers: "argparse._SubParsersAction[argparse.Argumen
     status = commands.add_parser(
         "status",
         help="show whether the broker runs",
-        description=f"Show the broker state; exit code 0 if it runs, {EXIT_NOT_RUNNING} if not.",
+        description=(
+            f"Show the broker state. The exit code is 0 if it runs, {EXIT_NOT_RUNNING} if not."
+        ),
     )
     status.add_argument("--home", type=Path, default=None, help=_HOME_HELP)
     status.set_defaults(handler=run_status)
@@ -99,7 +104,7 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    """Stop the broker; not running counts as success."""
+    """Stop the broker. A broker that is not running counts as success."""
     try:
         broker = LocalBroker(args.home)
         stopped = broker.stop(timeout_seconds=args.timeout)

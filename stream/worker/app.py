@@ -30,7 +30,7 @@ from stream.metrics.registry import WorkerMetrics
 from stream.metrics.windows import TenantLabels, WindowCollector, WindowSample
 from stream.publish.records import encode_record, record_key, window_record
 from stream.settings import Settings
-from stream.timeutil import wall_clock_ms
+from stream.timeutil import ms_to_rfc3339, wall_clock_ms
 from stream.worker.all_tenants import AllTenantsState
 from stream.worker.counting import CountingStage, OutgoingRecord
 from stream.worker.messages import Batch, Tick, decode_internal, decode_partial, encode
@@ -57,10 +57,13 @@ class AdoptionApp:
 
         self._input_partitions: set[TP] = set()
         self._input_assigned_at = time.monotonic()
+        self._input_active_since = self._input_assigned_at
         self._input_newest_ms: dict[TP, int] = {}
         self._input_last_record: dict[TP, float] = {}
         self._input_next_offset: dict[TP, int] = {}
         self._input_backlog: dict[TP, int] = {}
+        self._ingesting = False
+        self._sent_watermark = Tick(self.sender_id, None, quiet=False)
         self._started = time.monotonic()
         self._last_count_batch = 0.0
         self._assigned = False
@@ -202,6 +205,14 @@ class AdoptionApp:
         consumed: dict[str, int] = {}
         newest_by_partition = self._input_newest_ms
         received = time.monotonic()
+        self._ingesting = True
+        if self._input_partitions and all(
+            self._is_idle_input(tp, received) for tp in self._input_partitions
+        ):
+            # Input resumes after a quiet spell. Its partitions' records reach the
+            # broker in separate batches, so give each the idle timeout to show up
+            # before a partition without records is left out of the watermark.
+            self._input_active_since = received
 
         for event in events:
             message = event.message
@@ -228,13 +239,16 @@ class AdoptionApp:
             if result.occurred_at_ms > newest_by_partition.get(tp, -(2**62)):
                 newest_by_partition[tp] = result.occurred_at_ms
 
-        tick = self.input_watermark()
+        # Events of this batch may be older than the watermark computed after it,
+        # so they travel with the previous one; the new one follows them.
         for tenant, interactions in by_tenant.items():
             await self.by_tenant_topic.send(
-                key=tenant.encode(), value=encode(Batch(interactions, tick))
+                key=tenant.encode(), value=encode(Batch(interactions, self._sent_watermark))
             )
         for topic, number in consumed.items():
             self.metrics.consumed.labels(topic).inc(number)
+        self._sent_watermark = await self._current_watermark()
+        self._ingesting = False
 
     def input_watermark(self) -> Tick:
         """Return this worker's input watermark over its assigned input partitions.
@@ -245,12 +259,10 @@ class AdoptionApp:
         others does.
         """
         now = time.monotonic()
-        idle_seconds = self.settings.idle_timeout_ms / 1000
         watermarks: list[int] = []
         waiting = False
         for tp in self._input_partitions:
-            last_record = self._input_last_record.get(tp, self._input_assigned_at)
-            if self._input_backlog.get(tp) == 0 and now - last_record >= idle_seconds:
+            if self._is_idle_input(tp, now):
                 continue
             newest = self._input_newest_ms.get(tp)
             if newest is None:
@@ -314,11 +326,14 @@ class AdoptionApp:
                 self.metrics.duplicates.labels(self.labels.label(tenant)).inc(number)
             for late in output.late:
                 logger.warning(
-                    "late event topic=%s partition=%d offset=%d tenant=%s: sent to %s",
+                    "late event topic=%s partition=%d offset=%d tenant=%s occurred_at=%s "
+                    "clock=%s: sent to %s",
                     late.event.source_topic,
                     late.event.source_partition,
                     late.event.source_offset,
                     late.event.tenant,
+                    ms_to_rfc3339(late.event.occurred_at_ms),
+                    ms_to_rfc3339(late.clock_ms),
                     self.settings.dead_letter_topic,
                 )
                 self.metrics.late.labels(self.labels.label(late.event.tenant)).inc()
@@ -355,18 +370,18 @@ class AdoptionApp:
                 partition=record.partition,
             )
 
-    async def _refresh_input_backlog(self) -> None:
-        """Read the end offsets of the input partitions and how far behind them ingest is."""
-        partitions = list(self._input_partitions)
+    async def _refresh_input_backlog(self, partitions: list[TP] | None = None) -> None:
+        """Read the end offsets of input partitions and how far behind them ingest is."""
+        if partitions is None:
+            partitions = list(self._input_partitions)
         if not partitions:
             return
         consumer = self.app.consumer
         ends = await consumer.highwaters(*partitions)
+        starts = await self._input_start_offsets(partitions)
         for tp in partitions:
             end = ends.get(tp)
-            next_offset = self._input_next_offset.get(tp)
-            if next_offset is None:
-                next_offset = await consumer.position(tp)
+            next_offset = self._input_next_offset.get(tp, starts.get(tp))
             if end is None or next_offset is None:
                 self._input_backlog.pop(tp, None)
                 continue
@@ -374,13 +389,54 @@ class AdoptionApp:
             self._input_backlog[tp] = backlog
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(backlog)
 
+    async def _input_start_offsets(self, partitions: list[TP]) -> dict[TP, int]:
+        """Return where ingest started reading partitions it has read nothing from yet.
+
+        That is the group's committed offset, or the earliest offset when the
+        group has none. The fetch position would not do: it runs ahead of
+        records that are fetched but not yet processed.
+        """
+        unread = [tp for tp in partitions if tp not in self._input_next_offset]
+        if not unread:
+            return {}
+        committed = getattr(self.app.consumer, "_committed_offset", {})
+        starts = {tp: committed[tp] for tp in unread if committed.get(tp) is not None}
+        without_commit = [tp for tp in unread if tp not in starts]
+        if without_commit:
+            starts.update(await self.app.consumer.earliest_offsets(*without_commit))
+        return starts
+
+    async def _current_watermark(self) -> Tick:
+        """Return the input watermark, first re-reading the end offsets of idle partitions.
+
+        A partition counted as idle may have received records since the last
+        look-up; they could be older than the other partitions' events.
+        """
+        idle = [tp for tp in self._input_partitions if self._is_idle_input(tp, time.monotonic())]
+        if idle:
+            await self._refresh_input_backlog(idle)
+        return self.input_watermark()
+
+    def _is_idle_input(self, tp: TP, now: float) -> bool:
+        last_record = max(
+            self._input_last_record.get(tp, self._input_assigned_at), self._input_active_since
+        )
+        return (
+            self._input_backlog.get(tp) == 0
+            and now - last_record >= self.settings.idle_timeout_ms / 1000
+        )
+
     async def _send_ticks(self) -> None:
         """Send this worker's input watermark to every counting partition."""
         try:
             await self._refresh_input_backlog()
         except Exception as exc:  # noqa: BLE001 - a failed look-up only delays idleness
             logger.warning("failed to read input end offsets: %r", exc)
-        value = encode(self.input_watermark())
+        if not self._ingesting:
+            # Between batches every event read so far has been sent, so the
+            # watermark may include them; mid-batch the last one sent stands.
+            self._sent_watermark = self.input_watermark()
+        value = encode(self._sent_watermark)
         for partition in range(self.settings.internal_partitions):
             await self.by_tenant_topic.send(key=None, value=value, partition=partition)
 
@@ -428,6 +484,7 @@ class AdoptionApp:
         if inputs != self._input_partitions:
             self._input_partitions = inputs
             self._input_assigned_at = time.monotonic()
+            self._input_active_since = self._input_assigned_at
             for state in (
                 self._input_newest_ms,
                 self._input_last_record,

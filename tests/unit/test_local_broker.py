@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def write_script(bin_dir: Path, name: str, body: str) -> None:
 
 @pytest.fixture
 def bin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Folder that is the whole PATH, holding only ``sh``, so ``java`` and ``mvn`` are missing."""
+    """Folder that is the whole PATH and contains only ``sh``, so java and mvn are missing."""
     sh = shutil.which("sh")
     assert sh is not None
     path = tmp_path / "bin"
@@ -194,9 +195,9 @@ def test_random_cluster_id_format() -> None:
     for _ in range(200):
         cluster_id = random_cluster_id()
         assert len(cluster_id) == 22
-        assert not cluster_id.startswith("-")
+        assert "-" not in cluster_id
         assert set(cluster_id) <= set(
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"
         )
 
 
@@ -262,6 +263,21 @@ def test_stop_not_running_removes_pid_file(tmp_path: Path) -> None:
 
     assert broker.stop() is False
     assert not broker.layout.pid_file.exists()
+
+
+def test_start_removes_stale_pid_file(tmp_path: Path, bin_dir: Path) -> None:
+    broker = local_broker(tmp_path)
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    broker.layout.home.mkdir(parents=True)
+    broker.layout.pid_file.write_text(f"{exited.pid}\n")
+    broker.layout.state_file.write_text("{}\n")
+
+    with pytest.raises(BrokerError, match="java not found on PATH"):
+        broker.start(timeout_seconds=5)
+
+    assert not broker.layout.pid_file.exists()
+    assert not broker.layout.state_file.exists()
 
 
 def test_start_without_java(tmp_path: Path, bin_dir: Path) -> None:

@@ -54,7 +54,7 @@ def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def describe(result: subprocess.CompletedProcess[str]) -> str:
+def format_result(result: subprocess.CompletedProcess[str]) -> str:
     """Format a promtool run's exit code and output for an assertion message."""
     return f"exit code {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
 
@@ -120,7 +120,7 @@ def test_metric_names_parses_promql() -> None:
 def test_rules_file_is_valid() -> None:
     result = run_promtool("check", "rules", str(RULES_FILE))
 
-    assert result.returncode == 0, describe(result)
+    assert result.returncode == 0, format_result(result)
 
 
 @pytest.mark.prometheus
@@ -128,8 +128,8 @@ def test_rules_file_is_valid() -> None:
 def test_rules_unit_tests_pass() -> None:
     result = run_promtool("test", "rules", str(RULES_TEST_FILE))
 
-    assert result.returncode == 0, describe(result)
-    assert "SUCCESS" in result.stdout, describe(result)
+    assert result.returncode == 0, format_result(result)
+    assert "SUCCESS" in result.stdout, format_result(result)
 
 
 @pytest.mark.prometheus
@@ -137,9 +137,9 @@ def test_rules_unit_tests_pass() -> None:
 def test_prometheus_config_is_valid() -> None:
     result = run_promtool("check", "config", str(PROMETHEUS_CONFIG))
 
-    assert result.returncode == 0, describe(result)
+    assert result.returncode == 0, format_result(result)
     # The rule_files glob must resolve to the rules file, or Prometheus loads no alerts.
-    assert str(RULES_FILE.relative_to(REPO_ROOT)) in result.stdout, describe(result)
+    assert str(RULES_FILE.relative_to(REPO_ROOT)) in result.stdout, format_result(result)
 
 
 @pytest.mark.prometheus
@@ -157,7 +157,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     result = run_promtool("check", "rules", str(rules_file))
 
     assert rules, "the dashboard has no queries"
-    assert result.returncode == 0, describe(result)
+    assert result.returncode == 0, format_result(result)
 
 
 def test_dashboard_queries_use_exported_metrics() -> None:
@@ -184,14 +184,11 @@ def test_dashboard_variables_use_exported_metrics() -> None:
 
 def test_dashboard_uses_prometheus_datasource_uid() -> None:
     dashboard = load_dashboard()
-    users = dashboard_panels(dashboard) + dashboard["templating"]["list"]
+    expected = {"type": "prometheus", "uid": "prometheus"}
 
-    for user in users:
-        name = user.get("title", user.get("name"))
-        assert user["datasource"] == {"type": "prometheus", "uid": "prometheus"}, name
-    for title, target_datasource in (
-        (panel["title"], target["datasource"])
-        for panel in dashboard_panels(dashboard)
-        for target in panel["targets"]
-    ):
-        assert target_datasource["uid"] == "prometheus", title
+    for variable in dashboard["templating"]["list"]:
+        assert variable["datasource"] == expected, variable["name"]
+    for panel in dashboard_panels(dashboard):
+        assert panel["datasource"] == expected, panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == expected, f"{panel['title']} {target['refId']}"

@@ -1,0 +1,283 @@
+"""Helpers for integration tests: a worker in its own process, and Kafka I/O.
+
+The worker runs as ``python -m stream worker`` so tests can kill it with
+SIGKILL and start it again, as an operator's supervisor would.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from stream.broker.admin import create_topics
+from stream.broker.process import free_ports
+
+READY_TIMEOUT_SECONDS = 120.0
+
+# Short timers so a test sees windows close within seconds.
+FAST_SETTINGS = {
+    "ADOPTION_IDLE_TIMEOUT_MS": "3s",
+    "ADOPTION_TICK_INTERVAL_MS": "300ms",
+    "ADOPTION_BATCH_WITHIN_MS": "100ms",
+    "ADOPTION_COMMIT_INTERVAL_MS": "500ms",
+    "ADOPTION_PUBLISH_INTERVAL_MS": "500ms",
+    "ADOPTION_LOG_LEVEL": "INFO",
+}
+
+
+@dataclass
+class Deployment:
+    """Topic names and settings shared by the workers of one test."""
+
+    bootstrap_servers: str
+    app_id: str
+    input_topic: str
+    output_topic: str
+    dead_letter_topic: str
+    workdir: Path
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        bootstrap_servers: str,
+        name: str,
+        workdir: Path,
+        *,
+        input_partitions: int = 4,
+        settings: Mapping[str, str] | None = None,
+    ) -> "Deployment":
+        """Create the deployment's topics and return it."""
+        deployment = cls(
+            bootstrap_servers=bootstrap_servers,
+            app_id=name,
+            input_topic=f"{name}-in",
+            output_topic=f"{name}-out",
+            dead_letter_topic=f"{name}-dlq",
+            workdir=workdir,
+            settings={**FAST_SETTINGS, **(settings or {})},
+        )
+        asyncio.run(
+            create_topics(
+                bootstrap_servers,
+                {
+                    deployment.input_topic: input_partitions,
+                    deployment.output_topic: 1,
+                    deployment.dead_letter_topic: 1,
+                    f"{name}-alerts": 1,
+                },
+            )
+        )
+        return deployment
+
+    def environment(self, web_port: int, index: int) -> dict[str, str]:
+        """Return the environment of one worker process."""
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "ADOPTION_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "ADOPTION_APP_ID": self.app_id,
+            "ADOPTION_INPUT_TOPICS": self.input_topic,
+            "ADOPTION_OUTPUT_TOPIC": self.output_topic,
+            "ADOPTION_DEAD_LETTER_TOPIC": self.dead_letter_topic,
+            "ADOPTION_ALERTS_TOPIC": f"{self.app_id}-alerts",
+            "ADOPTION_WEB_PORT": str(web_port),
+            "ADOPTION_DATA_DIR": str(self.workdir / f"worker-{index}-data"),
+            **self.settings,
+        }
+
+
+class WorkerProcess:
+    """One ``adoption-rate worker`` process."""
+
+    _count = 0
+
+    def __init__(self, deployment: Deployment, **extra_env: str) -> None:
+        WorkerProcess._count += 1
+        self.index = WorkerProcess._count
+        self.deployment = deployment
+        self.web_port = free_ports(1)[0]
+        self.log_path = deployment.workdir / f"worker-{self.index}.log"
+        self.environment = {**deployment.environment(self.web_port, self.index), **extra_env}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait_ready: bool = True) -> "WorkerProcess":
+        """Start the process and, by default, wait until /readyz answers 200."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stream", "worker"],
+            env=self.environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Wait until the worker reports ready, failing with its log when it exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"worker exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if self.http_status("/readyz") == 200:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready within {timeout} s:\n{self.log_tail()}")
+
+    def http_status(self, path: str) -> int | None:
+        """Return the HTTP status of ``path``, or ``None`` when nothing answers."""
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - loopback only
+                f"http://127.0.0.1:{self.web_port}{path}", timeout=2
+            ) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def metrics_text(self) -> str:
+        """Return the body of /metrics."""
+        with urllib.request.urlopen(  # noqa: S310 - loopback only
+            f"http://127.0.0.1:{self.web_port}/metrics", timeout=5
+        ) as response:
+            return str(response.read().decode())
+
+    def kill(self) -> None:
+        """Kill the worker with SIGKILL, as a crash would."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop the worker with SIGTERM, then SIGKILL after 30 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def is_running(self) -> bool:
+        """Tell whether the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        """Return the end of the worker's log."""
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def event(event_id: str, tenant: str, channel: str, occurred_at: str | int, **extra: Any) -> bytes:
+    """Return one interaction event as JSON bytes."""
+    body = {"event_id": event_id, "tenant": tenant, "channel": channel, "occurred_at": occurred_at}
+    body.update(extra)
+    return json.dumps(body).encode()
+
+
+def produce(
+    bootstrap_servers: str,
+    topic: str,
+    values: Iterable[bytes | None],
+    *,
+    key: bytes | None = None,
+    partition: int | None = None,
+    keys: Iterable[bytes | None] | None = None,
+) -> None:
+    """Produce values in order, each acknowledged before the next is sent."""
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            key_list = list(keys) if keys is not None else None
+            for number, value in enumerate(values):
+                record_key = key_list[number] if key_list is not None else key
+                await producer.send_and_wait(topic, value, key=record_key, partition=partition)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def consume_until(
+    bootstrap_servers: str,
+    topics: list[str],
+    done: Callable[[list[ConsumerRecord]], bool],
+    *,
+    timeout: float = 90.0,
+) -> list[ConsumerRecord]:
+    """Read the topics from the start until ``done(records)`` or the timeout; return all records."""
+
+    async def run() -> list[ConsumerRecord]:
+        consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap_servers,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for partition_records in batch.values():
+                    records.extend(partition_records)
+                if done(records):
+                    break
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(run())
+
+
+def decode_records(records: Iterable[ConsumerRecord]) -> list[dict[str, Any]]:
+    """Decode output records as JSON objects."""
+    return [json.loads(record.value) for record in records if record.value is not None]
+
+
+def final_records(records: Iterable[ConsumerRecord]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Return the final output records by (tenant, window, window_end); the latest wins."""
+    finals: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for record in decode_records(records):
+        if record["final"]:
+            finals[(record["tenant"], record["window"], record["window_end"])] = record
+    return finals
+
+
+def has_final(tenant: str, window: str, end: str) -> Callable[[list[ConsumerRecord]], bool]:
+    """Return a predicate: a final record for the tenant, window name and end exists."""
+
+    def check(records: list[ConsumerRecord]) -> bool:
+        return (tenant, window, end) in final_records(records)
+
+    return check
+
+
+def headers_of(record: ConsumerRecord) -> dict[str, str]:
+    """Return a dead-letter record's headers as text."""
+    return {name: value.decode() for name, value in record.headers}
