@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import faust
@@ -139,37 +139,38 @@ class AdoptionApp:
         within_seconds = settings.batch_within_ms / 1000
 
         @app.agent(self.input_topic, name="ingest")
-        async def ingest(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async def ingest(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(settings.batch_max_events, within_seconds):
                 await self._ingest(events)
                 yield None
 
         @app.agent(self.by_tenant_topic, name="count")
-        async def count(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async def count(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(settings.batch_max_events, within_seconds):
                 await self._count(events)
                 yield None
 
         @app.agent(self.all_tenants_topic, name="all-tenants")
-        async def add_all_tenants(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async def add_all_tenants(stream: Any) -> AsyncIterator[None]:
             async for event in stream.events():
                 await self._add_all_tenants(event)
                 yield None
 
-        @app.timer(settings.tick_interval_ms / 1000)
+        @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
         async def send_ticks() -> None:
             await self._send_ticks()
 
-        @app.timer(5.0)
+        @app.timer(5.0)  # type: ignore[untyped-decorator]
         async def update_gauges() -> None:
             self._update_gauges()
 
-        @app.on_partitions_assigned.connect  # type: ignore[misc]
-        async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        @app.on_partitions_assigned.connect
+        def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            assigned: set[TP] = args[0] if args else kwargs.get("assigned", set())
             self._on_assigned(assigned)
 
-        @app.on_partitions_revoked.connect  # type: ignore[misc]
-        async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        @app.on_partitions_revoked.connect
+        def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             self.metrics.ready.set(0)
             self._assigned = False
 
@@ -198,7 +199,7 @@ class AdoptionApp:
 
     # Ingest
 
-    async def _ingest(self, events: list[Any]) -> None:
+    async def _ingest(self, events: Sequence[Any]) -> None:
         settings = self.settings
         now_ms = wall_clock_ms()
         by_tenant: dict[str, list[Interaction]] = {}
@@ -303,7 +304,7 @@ class AdoptionApp:
 
     # Counting
 
-    async def _count(self, events: list[Any]) -> None:
+    async def _count(self, events: Sequence[Any]) -> None:
         grouped: dict[int, tuple[list[Interaction], list[Tick]]] = {}
         for event in events:
             partition = event.message.partition

@@ -63,9 +63,11 @@ def encode(message: Batch | Tick | Partial) -> bytes:
 
 def decode_internal(payload: bytes) -> Batch | Tick:
     """Read a message of the repartition topic."""
-    return _internal_decoder.decode(payload)
+    message: Batch | Tick = _internal_decoder.decode(payload)
+    return message
 
 
 def decode_partial(payload: bytes) -> Partial:
     """Read a message of the all-tenants topic."""
-    return _partial_decoder.decode(payload)
+    partial: Partial = _partial_decoder.decode(payload)
+    return partial
