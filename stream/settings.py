@@ -2,7 +2,8 @@
 
 Values come, in rising precedence, from the defaults below, a TOML file
 (``config/adoption-rate.toml`` or the file named by ``ADOPTION_CONFIG_FILE``),
-and environment variables prefixed ``ADOPTION_`` (``ADOPTION_GRACE=5m``).
+and environment variables named after the fields with the prefix
+``ADOPTION_`` (``ADOPTION_GRACE_MS=5m``).
 ``KAFKA_BOOTSTRAP_SERVERS`` is honoured too. Durations accept ``"90s"``,
 ``"5m"``, ``"24h"`` or an integer of milliseconds and are held as ``*_ms``.
 """
@@ -134,6 +135,12 @@ class Settings(BaseSettings):
     def _check_topics(self) -> "Settings":
         if not self.input_topics:
             raise ValueError("input_topics is empty: name at least one topic to consume")
+        if self.dedup_horizon_ms < self.grace_ms + self.slice_ms:
+            raise ValueError(
+                f"dedup_horizon_ms {self.dedup_horizon_ms} is shorter than grace plus one slice "
+                f"({self.grace_ms + self.slice_ms} ms): an event id would be forgotten while "
+                "its window is still open, so a redelivery would count twice"
+            )
         outputs = {self.output_topic, self.dead_letter_topic, self.alerts_topic}
         overlap = outputs.intersection(self.input_topics)
         if overlap:

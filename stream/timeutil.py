@@ -9,7 +9,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -22,9 +22,10 @@ def parse_duration_ms(text: str | int) -> int:
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(
-            f"invalid duration {text!r}: expected a number with a unit ms, s, m, h or d, like '5m'"
+            f"invalid duration {text!r}: expected milliseconds or a number with a unit "
+            "ms, s, m, h or d, like '5m'"
         )
-    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+    return int(match.group(1)) * _UNIT_MS[match.group(2) or "ms"]
 
 
 def format_duration(duration_ms: int) -> str:

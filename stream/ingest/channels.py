@@ -2,13 +2,14 @@
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
 from stream.errors import ConfigError
 
 _SEPARATORS = re.compile(r"[\s\-]+")
+MAX_CACHED_SPELLINGS = 10_000
 
 
 class ChannelClass(IntEnum):
@@ -35,13 +36,31 @@ class ChannelTable:
     """Mapping of normalised channel names to their class."""
 
     classes: dict[str, ChannelClass]
+    _spellings: dict[str, tuple[str, ChannelClass]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def classify(self, channel: str) -> ChannelClass | None:
         """Return the class of a channel, or ``None`` when the table does not list it."""
-        found = self.classes.get(channel)
-        if found is None:
-            found = self.classes.get(normalize_channel(channel))
-        return found
+        found = self.lookup(channel)
+        return found[1] if found is not None else None
+
+    def lookup(self, channel: str) -> tuple[str, ChannelClass] | None:
+        """Return the normalised name and class of a listed channel, or ``None``.
+
+        Spellings seen before are cached; only listed channels are cached, so
+        arbitrary input cannot grow the cache beyond a bound.
+        """
+        found = self._spellings.get(channel)
+        if found is not None:
+            return found
+        name = normalize_channel(channel)
+        channel_class = self.classes.get(name)
+        if channel_class is None:
+            return None
+        if len(self._spellings) < MAX_CACHED_SPELLINGS:
+            self._spellings[channel] = (name, channel_class)
+        return name, channel_class
 
 
 def load_channel_table(path: Path) -> ChannelTable:
@@ -68,7 +87,19 @@ def load_channel_table(path: Path) -> ChannelTable:
             f"use {sorted(sections)}"
         )
     for section, channel_class in sections.items():
-        channels = document.get(section, {}).get("channels", [])
+        table = document.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"channel table {path}: {section} must be a table, like [{section}] with "
+                "channels = [...]"
+            )
+        unknown_keys = set(table) - {"channels"}
+        if unknown_keys:
+            raise ConfigError(
+                f"channel table {path}: [{section}] has unknown keys {sorted(unknown_keys)}: "
+                "the only key is channels"
+            )
+        channels = table.get("channels", [])
         if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
             raise ConfigError(f"channel table {path}: [{section}] channels must be a list of strings")
         for channel in channels:

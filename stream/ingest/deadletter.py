@@ -13,6 +13,7 @@ def dead_letter_headers(
     partition: int,
     offset: int,
     window: str | None = None,
+    window_name: str | None = None,
 ) -> list[tuple[str, bytes]]:
     """Return the headers that say why and where a record was rejected."""
     headers = [
@@ -24,4 +25,6 @@ def dead_letter_headers(
     ]
     if window is not None:
         headers.append((HEADER_PREFIX + "window", window.encode()))
+    if window_name is not None:
+        headers.append((HEADER_PREFIX + "window.name", window_name.encode()))
     return headers

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from stream.ingest.channels import ChannelClass, ChannelTable
+from stream.ingest.channels import ChannelClass, ChannelTable, normalize_channel
 
 # Epoch milliseconds below this are read as seconds sent by mistake: 10**11 ms
 # is March 1973, while 10**11 s would be the year 5138.
@@ -91,7 +91,8 @@ def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejec
             )
     elif isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value)
+            # RFC 3339 allows a lower-case "t" and "z", which Python 3.11 rejects.
+            moment = datetime.fromisoformat(value.upper() if "z" in value or "t" in value else value)
         except ValueError:
             return Rejection(
                 Reason.INVALID_TIME,
@@ -206,14 +207,16 @@ def parse_event(
     if isinstance(occurred_at_ms, Rejection):
         return occurred_at_ms
 
-    channel_class = channels.classify(channel)
-    if channel_class is None:
-        if not count_unknown_channels:
-            return Rejection(
-                Reason.UNKNOWN_CHANNEL,
-                f"channel {channel!r} is not in the channel table: add it to channels_file",
-            )
-        channel_class = ChannelClass.UNCLASSIFIED
+    listed = channels.lookup(channel)
+    if listed is not None:
+        channel, channel_class = listed
+    elif count_unknown_channels:
+        channel, channel_class = normalize_channel(channel), ChannelClass.UNCLASSIFIED
+    else:
+        return Rejection(
+            Reason.UNKNOWN_CHANNEL,
+            f"channel {channel!r} is not in the channel table: add it to channels_file",
+        )
 
     return Interaction(
         event_id=event_id,

@@ -17,6 +17,7 @@ from stream.publish.records import encode_record, record_key, window_record
 from stream.settings import Settings
 from stream.timeutil import ms_to_rfc3339, wall_clock_ms
 from stream.windows.journal import JournalIndex, decode_delta, encode_delta, parse_journal_key
+from stream.windows.spec import window_ends
 from stream.windows.state import ClosedWindow, LateEvent, PartitionState
 from stream.worker.messages import Partial, Tick, WindowSums, encode
 
@@ -306,13 +307,14 @@ class CountingStage:
 
     def _late_record(self, late: LateEvent) -> OutgoingRecord:
         event = late.event
-        window = (
-            f"[{ms_to_rfc3339(late.slice_start_ms)}, "
-            f"{ms_to_rfc3339(late.slice_start_ms + self.slice_ms)})"
-        )
+        # Name the first window of the smallest size that held the event: it is
+        # the first to close, and all windows holding the event have closed for it.
+        spec = min(self.settings.windows, key=lambda window_spec: window_spec.size_ms)
+        end_ms = window_ends(spec, event.occurred_at_ms)[0]
+        window = f"[{ms_to_rfc3339(end_ms - spec.size_ms)}, {ms_to_rfc3339(end_ms)})"
         detail = (
             f"event at {ms_to_rfc3339(event.occurred_at_ms)} arrived when the clock was at "
-            f"{ms_to_rfc3339(late.clock_ms)}, after its window {window} closed "
+            f"{ms_to_rfc3339(late.clock_ms)}, after its {spec.name} window {window} closed "
             f"(grace {self.settings.grace_ms // 1000} s)"
         )
         return OutgoingRecord(
@@ -326,6 +328,7 @@ class CountingStage:
                 partition=event.source_partition,
                 offset=event.source_offset,
                 window=window,
+                window_name=spec.name,
             ),
         )
 

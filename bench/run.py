@@ -1,0 +1,205 @@
+"""Benchmark the worker against peers on a real Kafka broker.
+
+Phases, each optional (``--phases``):
+
+* load: produce the events to a fresh 4-partition topic and time it;
+* throughput: contenders (a) aiokafka loop, (b) the worker, (c) Quix Streams,
+  (d) Faust, one after another, each in its own process, ``--repeat`` times;
+* live: the worker at a steady input rate, delay from input append to the
+  first output record that includes the event;
+* recovery: restart of the worker with a processed history in its changelog;
+* memory: peak RSS of the worker with 1 and 3 windows and with 100 and 1,000
+  tenants.
+
+Results go to ``bench/results/<run id>.json``; ``--summarize FILE`` prints
+the tables of a results file as Markdown. Start a broker first, for example
+``adoption-rate broker start --port 29392 --home /tmp/bench-kafka``.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import phases, summary
+from bench.throughput import CONTENDERS, RunContext, run_contender
+from bench.workload import load_topic
+from stream.broker.config import DEFAULT_KAFKA_VERSION
+
+logger = logging.getLogger("bench")
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ALL_PHASES = ("load", "throughput", "live", "recovery", "memory")
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
+    parser.add_argument("--bootstrap-servers", default="127.0.0.1:29392",
+                        help="Kafka bootstrap servers (default: %(default)s)")
+    parser.add_argument("--events", type=int, default=2_000_000,
+                        help="events in the throughput load (default: %(default)s)")
+    parser.add_argument("--tenants", type=int, default=1_000,
+                        help="tenants in the throughput load (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="repetitions of the throughput phase (default: %(default)s)")
+    parser.add_argument("--contenders", default="a,b,c,d",
+                        help="comma-separated contenders: " + ", ".join(
+                            f"{key} = {value}" for key, value in CONTENDERS.items()))
+    parser.add_argument("--phases", default=",".join(ALL_PHASES),
+                        help="comma-separated phases (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=1_200.0,
+                        help="seconds a contender may take to count the load before it is "
+                             "stopped and reported as unfinished (default: %(default)s)")
+    parser.add_argument("--live-rate", type=float, default=None,
+                        help="events/s of the live phase (default: half the worker's median "
+                             "rate in this run, else 2000)")
+    parser.add_argument("--live-seconds", type=float, default=60.0,
+                        help="seconds of live input (default: %(default)s)")
+    parser.add_argument("--recovery-events", default="1000000",
+                        help="comma-separated history sizes for the recovery phase "
+                             "(default: %(default)s)")
+    parser.add_argument("--memory-events", type=int, default=200_000,
+                        help="events per memory-phase run (default: %(default)s)")
+    parser.add_argument("--broker-version", default=DEFAULT_KAFKA_VERSION,
+                        help="Kafka version of the broker, recorded in the results "
+                             "(default: %(default)s, the version `adoption-rate broker` runs)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/adoption-rate-bench"),
+                        help="folder for logs, progress files and state (default: %(default)s)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help="folder of the results JSON (default: bench/results)")
+    parser.add_argument("--summarize", type=Path, metavar="FILE",
+                        help="print the tables of a results file as Markdown and exit")
+    return parser.parse_args(argv)
+
+
+def machine_info() -> dict[str, Any]:
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import psutil
+
+    return {
+        "nproc": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def versions(broker_version: str) -> dict[str, str]:
+    found = {"python": platform.python_version(), "kafka_broker": broker_version}
+    for package in ("faust-streaming", "aiokafka", "quixstreams", "confluent-kafka",
+                    "mode-streaming", "msgspec", "psutil"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def save(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(results, indent=1, default=str))
+    os.replace(temporary, path)
+
+
+def median_rate(results: dict[str, Any], kind: str) -> float | None:
+    rates = [
+        run["events_per_second"]
+        for run in results.get("throughput", {}).get(kind, [])
+        if run.get("finished") and run.get("events_per_second")
+    ]
+    return statistics.median(rates) if rates else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    if args.summarize:
+        print(summary.markdown(json.loads(args.summarize.read_text())))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "kafka", "stream", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    chosen_phases = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
+    unknown = sorted(set(chosen_phases) - set(ALL_PHASES))
+    if unknown:
+        print(f"bench: unknown phases {unknown}; choose from {list(ALL_PHASES)}", file=sys.stderr)
+        return 2
+    kinds = [kind.strip() for kind in args.contenders.split(",") if kind.strip()]
+    if set(kinds) - set(CONTENDERS):
+        print(f"bench: unknown contenders {kinds}; choose from {list(CONTENDERS)}", file=sys.stderr)
+        return 2
+
+    run_id = time.strftime("bench-%Y%m%d-%H%M%S")
+    results_path = args.results_dir / f"{run_id}.json"
+    context = RunContext(args.bootstrap_servers, run_id, args.workdir / run_id, args.timeout)
+    results: dict[str, Any] = {
+        "run_id": run_id,
+        "machine": machine_info(),
+        "versions": versions(args.broker_version),
+        "arguments": {key: str(value) for key, value in vars(args).items()},
+        "phases": chosen_phases,
+    }
+    logger.info("run %s: results in %s", run_id, results_path)
+    save(results, results_path)
+
+    load = None
+    if "load" in chosen_phases or "throughput" in chosen_phases:
+        load = asyncio.run(load_topic(args.bootstrap_servers, f"{run_id}-input", args.events,
+                                      tenants=args.tenants))
+        results["load"] = {key: value for key, value in load.to_json().items() if key != "truth"}
+        logger.info("loaded %d events in %.1f s (%.0f events/s)", load.events,
+                    load.load_seconds, load.events / load.load_seconds)
+        save(results, results_path)
+
+    if "throughput" in chosen_phases and load is not None:
+        throughput: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        results["throughput"] = throughput
+        for repetition in range(1, args.repeat + 1):
+            for kind in kinds:
+                throughput[kind].append(run_contender(kind, load, repetition, context))
+                save(results, results_path)
+
+    if "live" in chosen_phases:
+        rate = args.live_rate or (median_rate(results, "b") or 4_000.0) / 2
+        results["live"] = phases.live(context, rate, args.live_seconds, args.tenants)
+        save(results, results_path)
+
+    if "recovery" in chosen_phases:
+        results["recovery"] = []
+        for events in (int(text) for text in args.recovery_events.split(",") if text.strip()):
+            results["recovery"].append(phases.recovery(context, events, args.tenants))
+            save(results, results_path)
+
+    if "memory" in chosen_phases:
+        results["memory"] = phases.memory(context, args.memory_events)
+        save(results, results_path)
+
+    print(summary.markdown(results))
+    logger.info("results saved to %s", results_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

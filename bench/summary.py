@@ -1,0 +1,163 @@
+"""Markdown tables of a results file: medians over repetitions, with ratios to contender (a)."""
+
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+from bench import verify
+from bench.throughput import CONTENDERS
+
+MB = 1_000_000
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    if value is None or not reference:
+        return "n/a"
+    return f"{value / reference:.2f}x"
+
+
+def throughput_table(results: dict[str, Any]) -> str:
+    runs_by_kind: dict[str, list[dict[str, Any]]] = results.get("throughput", {})
+    medians: dict[str, dict[str, Any]] = {}
+    for kind, runs in runs_by_kind.items():
+        finished = [run for run in runs if run.get("finished")]
+        measured = finished or runs
+        medians[kind] = {
+            "runs": f"{len(finished)}/{len(runs)}",
+            "rate": _median(run.get("events_per_second") for run in measured),
+            "per_cpu": _median(run.get("events_per_cpu_second") for run in measured),
+            "rss": _median(run.get("peak_rss_bytes") for run in measured),
+            "changelog": _median(run.get("changelog_records_per_event") for run in finished),
+            "startup": _median(run.get("startup_seconds") for run in measured),
+            "counts": all(run.get("counts_match") for run in runs) if runs else False,
+        }
+    reference = medians.get("a", {})
+    lines = [
+        "| contender | runs finished | events/s | vs (a) | events per CPU-second | vs (a) "
+        "| peak RSS (MB) | vs (a) | changelog records per event | start-up (s) | counts match |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind, row in medians.items():
+        lines.append(
+            f"| ({kind}) {CONTENDERS[kind]} | {row['runs']} | {_number(row['rate'])} "
+            f"| {_ratio(row['rate'], reference.get('rate'))} | {_number(row['per_cpu'])} "
+            f"| {_ratio(row['per_cpu'], reference.get('per_cpu'))} "
+            f"| {_number(row['rss'] / MB if row['rss'] else None)} "
+            f"| {_ratio(row['rss'], reference.get('rss'))} "
+            f"| {_number(row['changelog'], 4)} | {_number(row['startup'], 1)} "
+            f"| {'yes' if row['counts'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def runs_table(results: dict[str, Any]) -> str:
+    lines = [
+        "| run | events/s | events per CPU-second | CPU cores used | peak RSS (MB) "
+        "| changelog records | load average before | counts |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for runs in results.get("throughput", {}).values():
+        for run in runs:
+            counts = run.get("counts", {})
+            verdict = "match" if run.get("counts_match") else (
+                counts.get("skipped") or "DO NOT MATCH")
+            load = run.get("load_average_before") or [None]
+            lines.append(
+                f"| {run['name']} | {_number(run.get('events_per_second'))} "
+                f"| {_number(run.get('events_per_cpu_second'))} "
+                f"| {_number(run.get('cpu_cores_used'), 2)} "
+                f"| {_number((run.get('peak_rss_bytes') or 0) / MB)} "
+                f"| {_number(run.get('changelog_records'))} | {_number(load[0], 1)} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+def live_section(live: dict[str, Any]) -> str:
+    if "error" in live:
+        return f"Live phase failed: {live['error']}"
+    ack = live.get("delay_from_ack_seconds", {})
+    send = live.get("delay_from_send_seconds", {})
+    created = live.get("delay_send_to_output_created_seconds", {})
+    return "\n".join([
+        "| input rate (events/s) | events matched | without output | delay p50 (s) "
+        "| delay p99 (s) | max (s) | p99 from send (s) | p99 to output create time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {_number(live.get('rate_achieved'))} | {live.get('events_matched')} "
+        f"| {live.get('events_without_output')} | {_number(ack.get('p50'), 3)} "
+        f"| {_number(ack.get('p99'), 3)} | {_number(ack.get('max'), 3)} "
+        f"| {_number(send.get('p99'), 3)} | {_number(created.get('p99'), 3)} |",
+    ])
+
+
+def recovery_section(recoveries: list[dict[str, Any]]) -> str:
+    lines = [
+        "| history (events) | changelog records | to /readyz 200 (s) | to probe output (s) "
+        "| restore time logged (s, max over partitions) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for entry in recoveries:
+        restored = entry.get("restored_partitions") or []
+        lines.append(
+            f"| {entry['events']:,} | {_number(sum((entry.get('changelog_records') or {}).values()))} "
+            f"| {_number(entry.get('seconds_to_ready'), 1)} "
+            f"| {_number(entry.get('seconds_to_probe_output'), 1)} "
+            f"| {_number(max((p['seconds'] for p in restored), default=None), 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def memory_section(variants: list[dict[str, Any]]) -> str:
+    lines = [
+        "| variant | events | peak RSS (MB) | RSS at first scrape (MB) | events/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for entry in variants:
+        lines.append(
+            f"| {entry['variant']} | {entry['events']:,} "
+            f"| {_number((entry.get('peak_rss_bytes') or 0) / MB)} "
+            f"| {_number((entry.get('rss_bytes_at_first_scrape') or 0) / MB)} "
+            f"| {_number(entry.get('events_per_second'))} |"
+        )
+    by_label = {(entry["windows"], entry["tenants"]): entry for entry in variants}
+    many = by_label.get(("5m/1m,1h/5m,24h/1h", 1_000))
+    few = by_label.get(("5m/1m,1h/5m,24h/1h", 100))
+    if many and few and many.get("peak_rss_bytes") and few.get("peak_rss_bytes"):
+        per_tenant = (many["peak_rss_bytes"] - few["peak_rss_bytes"]) / 900
+        lines.append("")
+        lines.append(f"Peak RSS difference per tenant (1000 vs 100 tenants): "
+                     f"{per_tenant / 1000:,.1f} kB.")
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    parts = [f"Run `{results.get('run_id')}`."]
+    if "load" in results:
+        load = results["load"]
+        parts.append(
+            f"Load: {load['events']:,} events, {load['tenants']:,} tenants, "
+            f"{load['load_seconds']:.1f} s ({_number(load.get('events_per_second'))} events/s)."
+        )
+    if results.get("throughput"):
+        parts += ["### Throughput (medians)", throughput_table(results), "### Runs",
+                  runs_table(results)]
+    if "live" in results:
+        parts += ["### Live delay of the worker", live_section(results["live"])]
+    if results.get("recovery"):
+        parts += ["### Restart with history", recovery_section(results["recovery"])]
+    if results.get("memory"):
+        parts += ["### Memory of the worker", memory_section(results["memory"])]
+    return "\n\n".join(parts)
+
+
+__all__ = ["markdown", "verify"]

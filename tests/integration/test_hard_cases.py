@@ -1,0 +1,785 @@
+"""Hard cases of event-time counting, run against the real broker and worker processes.
+
+Every test creates its own deployment (fresh topics and consumer group), so one
+test's clock never closes another test's windows. Event times are on
+2025-06-02, in the past: once a worker's input has been quiet for the idle
+timeout, the worker moves its clock to the wall clock and closes every window.
+So each scenario produces its events in one go, or sets a long idle timeout
+and closes windows by producing later "pacer" events to every input partition.
+
+Restarts, kills and rebalances are in ``test_recovery.py``, which uses the
+helpers defined here.
+"""
+
+import asyncio
+import json
+import math
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+from aiokafka.structs import ConsumerRecord
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.harness import (
+    Deployment,
+    WorkerProcess,
+    consume_until,
+    decode_records,
+    event,
+    headers_of,
+)
+
+pytestmark = pytest.mark.integration
+
+DAY = "2025-06-02"
+COUNTING_PARTITIONS = 4
+SELF_SERVICE_CHANNELS = ("knowledge_base", "faq", "chatbot", "community")
+ASSISTED_CHANNELS = ("email", "phone", "live_chat", "ticket")
+PACER_TENANT = "pacer"
+# The worker refreshes its event-time lag gauge every 5 s, so a clock read
+# from it may be up to that much (plus scheduling delay) ahead of the truth.
+GAUGE_REFRESH_SECONDS = 5.0
+WAIT_SECONDS = 120.0
+
+
+# Times
+
+
+def at(clock: str) -> str:
+    """Return an RFC 3339 time on the test day, like ``2025-06-02T08:00:10Z``."""
+    return f"{DAY}T{clock}Z"
+
+
+def epoch_ms(clock: str) -> int:
+    """Return epoch milliseconds of a UTC time of day on the test day."""
+    return int(datetime.fromisoformat(at(clock)).timestamp() * 1000)
+
+
+def rfc3339(epoch_ms: int) -> str:
+    """Return epoch milliseconds as the output records write them."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def stamp(clock: str) -> str:
+    """Return a time of day as the output records write it, like ``2025-06-02T08:05:00.000Z``."""
+    return f"{DAY}T{clock}.000Z"
+
+
+# Kafka I/O
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One produced record: its bytes and where the broker stored it."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+
+
+Outgoing = tuple[int | None, bytes | None, bytes | None]  # (partition, key, value)
+
+
+def send(bootstrap_servers: str, topic: str, records: Sequence[Outgoing]) -> list[Sent]:
+    """Produce records in order and return where each landed.
+
+    Records are sent without waiting for each acknowledgement, so thousands
+    take about a second; the producer keeps the order within a partition.
+    """
+
+    async def run() -> list[Sent]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            futures = [
+                await producer.send(topic, value, key=key, partition=partition)
+                for partition, key, value in records
+            ]
+            metadata = await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        return [
+            Sent(key, value, meta.partition, meta.offset)
+            for (_, key, value), meta in zip(records, metadata, strict=True)
+        ]
+
+    return asyncio.run(run())
+
+
+def read_all(bootstrap_servers: str, topic: str, *, timeout: float = 60.0) -> list[ConsumerRecord]:
+    """Read every committed record of a topic up to its current end."""
+
+    async def run() -> list[ConsumerRecord]:
+        # Without a group id the consumer is assigned every partition of the topic.
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        records: list[ConsumerRecord] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while not consumer.assignment() and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            partitions = sorted(consumer.assignment())
+            assert partitions, f"topic {topic} not found"
+            ends = await consumer.end_offsets(partitions)
+            while time.monotonic() < deadline:
+                positions = {tp: await consumer.position(tp) for tp in partitions}
+                if all(positions[tp] >= ends[tp] for tp in partitions):
+                    break
+                batch = await consumer.getmany(timeout_ms=500)
+                for partition_records in batch.values():
+                    records.extend(partition_records)
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(run())
+
+
+def pacers(clock: str, name: str, partitions: int = 4) -> list[Outgoing]:
+    """Return one event of the pacer tenant per input partition, all at ``clock``.
+
+    The worker's input watermark is the oldest, over its input partitions, of
+    the newest event time read, so an event on every partition moves it.
+    """
+    return [
+        (
+            partition,
+            f"{name}-{partition}".encode(),
+            event(f"{name}-{partition}", PACER_TENANT, "email", at(clock)),
+        )
+        for partition in range(partitions)
+    ]
+
+
+def counting_partition(tenant: str, partitions: int = COUNTING_PARTITIONS) -> int:
+    """Return the partition of the repartition topic that counts ``tenant``.
+
+    The worker keys that topic by tenant and leaves the choice to the Kafka
+    client's default partitioner (murmur2, as the Java client).
+    """
+    return (murmur2(tenant.encode()) & 0x7FFFFFFF) % partitions
+
+
+# Output records
+
+
+def window_records(
+    records: Sequence[ConsumerRecord], tenant: str, window: str, end: str
+) -> list[dict[str, Any]]:
+    """Return every output record of one tenant, window name and end, in order."""
+    return [
+        record
+        for record in decode_records(records)
+        if (record["tenant"], record["window"], record["window_end"]) == (tenant, window, end)
+    ]
+
+
+def finals_of(
+    records: Sequence[ConsumerRecord], tenant: str, window: str, end: str
+) -> list[dict[str, Any]]:
+    """Return every final output record of one tenant, window name and end."""
+    return [record for record in window_records(records, tenant, window, end) if record["final"]]
+
+
+def has_finals(*keys: tuple[str, str, str]) -> Callable[[list[ConsumerRecord]], bool]:
+    """Return a predicate: every (tenant, window, end) has a final record."""
+
+    def check(records: list[ConsumerRecord]) -> bool:
+        found = {
+            (record["tenant"], record["window"], record["window_end"])
+            for record in decode_records(records)
+            if record["final"]
+        }
+        return set(keys) <= found
+
+    return check
+
+
+def counts_of(record: dict[str, Any]) -> tuple[int, int]:
+    """Return (self-service, total) of an output record."""
+    return record["self_service"], record["total"]
+
+
+# Metrics
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample of a /metrics scrape."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def scrape(worker: WorkerProcess) -> list[Sample]:
+    """Return every sample of the worker's /metrics."""
+    return [
+        Sample(sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(worker.metrics_text())
+        for sample in family.samples
+    ]
+
+
+def values_of(samples: Sequence[Sample], name: str, **labels: str) -> list[float]:
+    """Return the values of the samples named ``name`` whose labels include ``labels``."""
+    return [
+        sample.value
+        for sample in samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+def counter_value(samples: Sequence[Sample], name: str, **labels: str) -> float:
+    """Return one counter's value, or 0 when the labelled series was never incremented."""
+    values = values_of(samples, name, **labels)
+    assert len(values) <= 1, f"{name}{labels} has {len(values)} series: {values}"
+    return values[0] if values else 0.0
+
+
+def rate_values(samples: Sequence[Sample], tenant: str, window: str = "5m") -> list[float]:
+    """Return the ``self_service_adoption_ratio`` samples of one tenant and window."""
+    return values_of(samples, "self_service_adoption_ratio", tenant=tenant, window=window)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = WAIT_SECONDS) -> bool:
+    """Poll ``condition`` until it holds or the timeout passes; return its last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.3)
+
+
+def partition_clocks_ms(worker: WorkerProcess) -> dict[int, float]:
+    """Return each counting partition's event-time clock, read from the lag gauge."""
+    samples = scrape(worker)
+    now_ms = time.time() * 1000
+    return {
+        int(sample.labels["partition"]): now_ms - sample.value * 1000
+        for sample in samples
+        if sample.name == "adoption_event_time_lag_seconds"
+    }
+
+
+def wait_for_clock(
+    worker: WorkerProcess, clock: str, *, partitions: int = COUNTING_PARTITIONS
+) -> None:
+    """Wait until every counting partition's clock has reached ``clock`` on the test day.
+
+    Fails at once when a clock has jumped to the wall clock: the input went
+    idle, which would make the scenario's arrival order meaningless.
+    """
+    target_ms = epoch_ms(clock)
+    tolerance_ms = 2_000
+    day_ms = 86_400_000
+    clocks: dict[int, float] = {}
+
+    def reached() -> bool:
+        nonlocal clocks
+        clocks = partition_clocks_ms(worker)
+        jumped = {p: c for p, c in clocks.items() if c > target_ms + day_ms}
+        assert not jumped, f"partition clocks {jumped} moved to the wall clock before {clock}"
+        return len(clocks) == partitions and all(
+            value >= target_ms - tolerance_ms for value in clocks.values()
+        )
+
+    assert wait_until(reached, timeout=60), (
+        f"partition clocks {clocks} (epoch ms) did not reach {at(clock)}:\n{worker.log_tail()}"
+    )
+
+
+# Fixtures
+
+
+@pytest.fixture
+def launch() -> Iterator[Callable[..., WorkerProcess]]:
+    """Function ``launch(deployment, **env)`` that starts a worker and stops it after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(deployment: Deployment, **extra_env: str) -> WorkerProcess:
+        worker = WorkerProcess(deployment, **extra_env)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def new_deployment(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> Callable[..., Deployment]:
+    """Function ``new_deployment(prefix, input_partitions=4, **settings)`` with fresh topics."""
+
+    def create(prefix: str, *, input_partitions: int = 4, **settings: str) -> Deployment:
+        workdir = tmp_path / prefix
+        workdir.mkdir()
+        return Deployment.create(
+            kafka_bootstrap,
+            unique_name(prefix),
+            workdir,
+            input_partitions=input_partitions,
+            settings=settings,
+        )
+
+    return create
+
+
+# C1: a quiet stream still closes its last window
+
+
+def test_quiet_stream_closes_last_window(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    idle_timeout_ms = 6_000
+    tick_interval_ms = 300
+    deployment = new_deployment(
+        "quiet",
+        ADOPTION_WINDOWS="5m/5m",
+        ADOPTION_IDLE_TIMEOUT_MS=f"{idle_timeout_ms}ms",
+        ADOPTION_TICK_INTERVAL_MS=f"{tick_interval_ms}ms",
+    )
+    launch(deployment)
+
+    # Three partitions get one event each; the fourth never gets any.
+    send(
+        deployment.bootstrap_servers,
+        deployment.input_topic,
+        [
+            (0, b"k1", event("k1", "t1", "chatbot", at("08:00:10"))),
+            (1, b"k2", event("k2", "t1", "phone", at("08:01:00"))),
+            (2, b"k3", event("k3", "t1", "faq", at("08:03:30"))),
+        ],
+    )
+    last_produced_ms = time.time() * 1000
+
+    end = stamp("08:05:00")
+    records = consume_until(
+        deployment.bootstrap_servers,
+        [deployment.output_topic],
+        has_finals(("t1", "5m", end), ("*", "5m", end)),
+        timeout=idle_timeout_ms / 1000 + 90,
+    )
+
+    finals = finals_of(records, "t1", "5m", end)
+    assert len(finals) == 1, f"expected one final record, got {finals}"
+    final = finals[0]
+    assert final["window_start"] == stamp("08:00:00")
+    assert counts_of(final) == (2, 3)
+    assert final["rate"] == pytest.approx(2 / 3)
+
+    all_tenants = finals_of(records, "*", "5m", end)
+    assert [counts_of(record) for record in all_tenants] == [(2, 3)]
+
+    # The window can close only through idleness: the newest event is 08:03:30,
+    # short of 08:07 (end plus grace), and nothing was produced after it.
+    published_ms = next(
+        record.timestamp
+        for record in records
+        if json.loads(record.value) == final
+    )
+    delay_ms = published_ms - last_produced_ms
+    assert delay_ms >= idle_timeout_ms - 1_000, f"window closed {delay_ms} ms after the last event"
+    assert delay_ms <= idle_timeout_ms + tick_interval_ms + 20_000, (
+        f"final record came {delay_ms} ms after the last event"
+    )
+
+
+def test_fast_replay_publishes_each_window_once(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    deployment = new_deployment("replay", ADOPTION_WINDOWS="5m/5m")
+    launch(deployment)
+
+    # Two hours of a past day, in time order within each input partition, read
+    # as fast as the worker can: no window may close before its data is in.
+    generator = random.Random(20250602)
+    start_ms = epoch_ms("06:00:00")
+    span_ms = 2 * 3_600_000
+    window_ms = 300_000
+    by_partition: list[list[tuple[int, str, str, str]]] = [[] for _ in range(4)]
+    expected: Counter[tuple[str, int, bool]] = Counter()
+    for number in range(2_400):
+        tenant = generator.choice(["r1", "r2"])
+        self_service = generator.random() < 0.35
+        channels = SELF_SERVICE_CHANNELS if self_service else ASSISTED_CHANNELS
+        occurred_at_ms = start_ms + generator.randrange(span_ms)
+        end_ms = occurred_at_ms - occurred_at_ms % window_ms + window_ms
+        for key_tenant in (tenant, "*"):
+            expected[(key_tenant, end_ms, self_service)] += 1
+        by_partition[number % 4].append(
+            (occurred_at_ms, f"r-{number}", tenant, generator.choice(channels))
+        )
+    for events in by_partition:
+        events.sort()
+
+    outgoing: list[Outgoing] = []
+    for rank in range(max(len(events) for events in by_partition)):
+        for partition, events in enumerate(by_partition):
+            if rank < len(events):
+                occurred_at_ms, event_id, tenant, channel = events[rank]
+                outgoing.append(
+                    (partition, event_id.encode(), event(event_id, tenant, channel, occurred_at_ms))
+                )
+    send(deployment.bootstrap_servers, deployment.input_topic, outgoing)
+
+    wanted = {
+        (tenant, rfc3339(end_ms)): (
+            expected[(tenant, end_ms, True)],
+            expected[(tenant, end_ms, True)] + expected[(tenant, end_ms, False)],
+        )
+        for tenant, end_ms, _ in expected
+    }
+    records = consume_until(
+        deployment.bootstrap_servers,
+        [deployment.output_topic],
+        has_finals(*[(tenant, "5m", end) for tenant, end in wanted]),
+        timeout=180,
+    )
+
+    final_counts: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for record in decode_records(records):
+        if record["final"]:
+            key = (record["tenant"], record["window_end"])
+            final_counts.setdefault(key, []).append(counts_of(record))
+    repeated = {key: found for key, found in final_counts.items() if len(found) > 1}
+    assert not repeated, f"windows with more than one final record: {repeated}"
+    wrong = {
+        key: (count, final_counts.get(key))
+        for key, count in wanted.items()
+        if final_counts.get(key) != [count]
+    }
+    assert not wrong, f"{len(wrong)} windows differ (expected, got): {sorted(wrong.items())[:5]}"
+    assert len(wanted) == 3 * 24
+
+    dead_letters = read_all(deployment.bootstrap_servers, deployment.dead_letter_topic)
+    assert [headers_of(record) for record in dead_letters] == []
+
+
+# C2: one instant, many spellings; the host's time zone changes nothing
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Tokyo"])
+def test_time_spellings_agree_in_any_zone(
+    zone: str, new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    assert epoch_ms("14:07:00") == 1_748_873_220_000
+    deployment = new_deployment("zone", ADOPTION_WINDOWS="5m/5m")
+    launch(deployment, TZ=zone)
+
+    sent = send(
+        deployment.bootstrap_servers,
+        deployment.input_topic,
+        [
+            (0, b"m1", event("m1", "t1", "chatbot", "2025-06-02T14:07:00Z")),
+            (1, b"m2", event("m2", "t1", "phone", "2025-06-02T16:07:00+02:00")),
+            (2, b"m3", event("m3", "t1", "community", 1_748_873_220_000)),
+            (3, b"m4", event("m4", "t1", "email", "2025-06-02T14:07:00")),
+            (0, b"m5", event("m5", "t1", "faq", 1_748_873_220)),
+        ],
+    )
+
+    end = stamp("14:10:00")
+    records = consume_until(
+        deployment.bootstrap_servers, [deployment.output_topic], has_finals(("t1", "5m", end))
+    )
+    finals = finals_of(records, "t1", "5m", end)
+    assert [counts_of(record) for record in finals] == [(2, 3)]
+    assert finals[0]["window_start"] == stamp("14:05:00")
+    assert finals[0]["channels"] == {
+        "chatbot": {"count": 1, "class": "self_service"},
+        "community": {"count": 1, "class": "self_service"},
+        "phone": {"count": 1, "class": "assisted"},
+    }
+    windows = {record["window_start"] for record in decode_records(records)}
+    assert windows <= {stamp("14:05:00")}, f"events counted in other windows: {windows}"
+
+    dead_letters = consume_until(
+        deployment.bootstrap_servers,
+        [deployment.dead_letter_topic],
+        lambda found: len(found) >= 2,
+    )
+    by_value = {record.value: headers_of(record) for record in dead_letters}
+    assert len(dead_letters) == 2
+    without_offset = by_value[sent[3].value]
+    assert without_offset["adoption.reason"] == "time_without_offset"
+    assert "offset" in without_offset["adoption.detail"]
+    assert by_value[sent[4].value]["adoption.reason"] == "invalid_time"
+
+
+# C3: late within grace counts; late beyond grace is captured
+
+
+def test_late_event_beyond_grace_goes_to_dead_letter(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    # One input partition, so the arrival order below is the order the worker
+    # reads; the idle timeout is long so only the watermark closes windows.
+    deployment = new_deployment(
+        "late",
+        input_partitions=1,
+        ADOPTION_WINDOWS="5m/5m",
+        ADOPTION_GRACE_MS="2m",
+        ADOPTION_IDLE_TIMEOUT_MS="120s",
+    )
+    worker = launch(deployment)
+
+    def produce(*events: tuple[str, str, str]) -> list[Sent]:
+        return send(
+            deployment.bootstrap_servers,
+            deployment.input_topic,
+            [
+                (0, event_id.encode(), event(event_id, "t1", channel, at(clock)))
+                for event_id, channel, clock in events
+            ],
+        )
+
+    produce(("l1", "faq", "09:00:30"), ("l2", "ticket", "09:01:00"), ("l3", "phone", "09:06:00"))
+    wait_for_clock(worker, "09:06:00")
+    produce(("l4", "chatbot", "09:04:50"), ("l5", "email", "09:08:00"))
+
+    end = stamp("09:05:00")
+    records = consume_until(
+        deployment.bootstrap_servers, [deployment.output_topic], has_finals(("t1", "5m", end))
+    )
+    [late] = produce(("l6", "chatbot", "09:02:00"))
+    consume_until(
+        deployment.bootstrap_servers, [deployment.dead_letter_topic], lambda found: len(found) >= 1
+    )
+    dead_letters = read_all(deployment.bootstrap_servers, deployment.dead_letter_topic)
+    records = read_all(deployment.bootstrap_servers, deployment.output_topic)
+
+    finals = finals_of(records, "t1", "5m", end)
+    assert [counts_of(record) for record in finals] == [(2, 3)]
+
+    assert len(dead_letters) == 1, [record.value for record in dead_letters]
+    [dead_letter] = dead_letters
+    assert dead_letter.value == late.value
+    assert dead_letter.key == late.key
+    headers = headers_of(dead_letter)
+    assert headers["adoption.reason"] == "late"
+    assert headers["adoption.source.topic"] == deployment.input_topic
+    assert headers["adoption.source.partition"] == "0"
+    assert headers["adoption.source.offset"] == str(late.offset)
+    assert stamp("09:00:00") in headers["adoption.window"]
+
+    samples = scrape(worker)
+    assert counter_value(samples, "adoption_events_late_total", tenant="t1") == 1
+    assert counter_value(samples, "adoption_events_rejected_total", reason="late") == 1
+
+
+# C6 and C8: bad records never stop the stream; no rate without data
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record the worker must reject, and the reason code it must give."""
+
+    name: str
+    key: bytes | None
+    value: bytes
+    reason: str
+
+
+BAD_RECORDS = [
+    BadRecord(
+        "truncated body",
+        b"b1",
+        b'{"event_id": "b1", "tenant": "t4", "channel": "chatbot", "occurred_at": "2025-06-0',
+        "invalid_json",
+    ),
+    BadRecord(
+        "missing event_id",
+        None,
+        json.dumps({"tenant": "t4", "channel": "chatbot", "occurred_at": at("12:00:20")}).encode(),
+        "missing_field",
+    ),
+    BadRecord(
+        "unknown channel", b"b3", event("b3", "t8-rejected", "fax_machine", at("12:00:25")),
+        "unknown_channel",
+    ),
+    BadRecord(
+        "time without offset", b"b4", event("b4", "t4", "chatbot", "2025-06-02T12:00:30"),
+        "time_without_offset",
+    ),
+    BadRecord("time beyond grace", b"b5", event("b5", "t4", "chatbot", at("11:50:00")), "late"),
+    BadRecord("empty value", b"b6", b"", "empty_value"),
+    BadRecord(
+        "JSON array", b"b7", b"[" + event("b7", "t4", "chatbot", at("12:00:35")) + b"]",
+        "not_an_object",
+    ),
+    BadRecord(
+        "tenant as number",
+        b"b8",
+        json.dumps(
+            {"event_id": "b8", "tenant": 17, "channel": "chatbot", "occurred_at": at("12:00:40")}
+        ).encode(),
+        "invalid_type",
+    ),
+    BadRecord(
+        "occurred_at in words", b"b9", event("b9", "t4", "chatbot", "last tuesday"), "invalid_time"
+    ),
+    BadRecord(
+        "epoch seconds", b"b10", event("b10", "t4", "chatbot", epoch_ms("12:00:45") // 1000),
+        "invalid_time",
+    ),
+]
+
+
+@dataclass
+class BadRecordsRun:
+    """What one worker did with good events, bad records and an excluded channel."""
+
+    deployment: Deployment
+    bad: list[tuple[BadRecord, Sent]]
+    produced: int
+    outputs: list[ConsumerRecord]
+    dead_letters: list[ConsumerRecord]
+    samples: list[Sample]
+    health_status: int | None
+    log_tail: str
+
+
+@pytest.fixture(scope="module")
+def bad_records_run(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BadRecordsRun]:
+    """Run one scenario with a long idle timeout, closing its windows with pacer events."""
+    deployment = Deployment.create(
+        kafka_bootstrap,
+        f"bad-{uuid.uuid4().hex[:12]}",
+        tmp_path_factory.mktemp("bad-records"),
+        settings={"ADOPTION_WINDOWS": "5m/5m", "ADOPTION_IDLE_TIMEOUT_MS": "120s"},
+    )
+    worker = WorkerProcess(deployment).start()
+    try:
+        first = [(0, b"g1", event("g1", "t4", "chatbot", at("12:00:05"))), *pacers("12:00:05", "p1")]
+        send(kafka_bootstrap, deployment.input_topic, first)
+        # The late record must arrive after the clock has reached g1.
+        wait_for_clock(worker, "12:00:05")
+
+        rest: list[Outgoing] = [
+            (number % 4, bad.key, bad.value) for number, bad in enumerate(BAD_RECORDS)
+        ]
+        rest.append((1, b"g2", event("g2", "t4", "phone", at("12:00:50"))))
+        rest.append((2, b"x1", event("x1", "t8-excluded", "integrated_agency", at("12:02:00"))))
+        rest.extend(pacers("12:08:00", "p2"))
+        sent = send(kafka_bootstrap, deployment.input_topic, rest)
+
+        end = stamp("12:05:00")
+        outputs = consume_until(
+            kafka_bootstrap,
+            [deployment.output_topic],
+            has_finals(("t4", "5m", end), ("t8-excluded", "5m", end)),
+        )
+        consume_until(
+            kafka_bootstrap,
+            [deployment.dead_letter_topic],
+            lambda found: len(found) >= len(BAD_RECORDS),
+            timeout=60,
+        )
+        yield BadRecordsRun(
+            deployment=deployment,
+            bad=list(zip(BAD_RECORDS, sent, strict=False)),
+            produced=len(first) + len(rest),
+            outputs=outputs,
+            dead_letters=read_all(kafka_bootstrap, deployment.dead_letter_topic),
+            samples=scrape(worker),
+            health_status=worker.http_status("/healthz"),
+            log_tail=worker.log_tail(),
+        )
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize("bad", BAD_RECORDS, ids=[bad.name for bad in BAD_RECORDS])
+def test_bad_record_kept_in_dead_letter(bad: BadRecord, bad_records_run: BadRecordsRun) -> None:
+    run = bad_records_run
+    [sent] = [sent for candidate, sent in run.bad if candidate is bad]
+    matches = [
+        record
+        for record in run.dead_letters
+        if headers_of(record).get("adoption.source.partition") == str(sent.partition)
+        and headers_of(record).get("adoption.source.offset") == str(sent.offset)
+    ]
+    assert len(matches) == 1, f"{len(matches)} dead letters for {sent}:\n{run.log_tail}"
+    [dead_letter] = matches
+    headers = headers_of(dead_letter)
+    assert dead_letter.value == bad.value
+    assert dead_letter.key == bad.key
+    assert headers["adoption.reason"] == bad.reason
+    assert headers["adoption.source.topic"] == run.deployment.input_topic
+    assert headers["adoption.detail"]
+
+
+def test_bad_records_counted_by_reason(bad_records_run: BadRecordsRun) -> None:
+    run = bad_records_run
+    assert len(run.dead_letters) == len(BAD_RECORDS)
+    expected = Counter(bad.reason for bad in BAD_RECORDS)
+    counted = {
+        reason: counter_value(run.samples, "adoption_events_rejected_total", reason=reason)
+        for reason in expected
+    }
+    assert counted == dict(expected)
+    assert counter_value(run.samples, "adoption_events_late_total", tenant="t4") == 1
+
+
+def test_good_records_around_bad_ones_counted(bad_records_run: BadRecordsRun) -> None:
+    run = bad_records_run
+    finals = finals_of(run.outputs, "t4", "5m", stamp("12:05:00"))
+    assert [counts_of(record) for record in finals] == [(1, 2)]
+    assert counter_value(
+        run.samples, "adoption_events_consumed_total", topic=run.deployment.input_topic
+    ) == run.produced
+    assert run.health_status == 200
+
+
+def test_rejected_only_tenant_has_no_rate(bad_records_run: BadRecordsRun) -> None:
+    run = bad_records_run
+    rates = [record["rate"] for record in decode_records(run.outputs)
+             if record["tenant"] == "t8-rejected"]
+    assert all(rate is None for rate in rates), rates
+
+    # The scrape happened while the clock was at 12:08, so the newest ended
+    # window is [12:00, 12:05): t4 has a rate there, the rejected tenant none.
+    assert rate_values(run.samples, "t4") == [0.5]
+    assert rate_values(run.samples, "t8-rejected") == []
+    assert values_of(run.samples, "support_interactions", tenant="t8-rejected") == []
+
+
+def test_excluded_only_tenant_has_null_rate(bad_records_run: BadRecordsRun) -> None:
+    run = bad_records_run
+    finals = finals_of(run.outputs, "t8-excluded", "5m", stamp("12:05:00"))
+    assert len(finals) == 1
+    [final] = finals
+    assert final["total"] == 0
+    assert final["excluded"] == 1
+    assert final["rate"] is None
+    assert final["percent"] is None
+
+    assert rate_values(run.samples, "t4") == [0.5]
+    assert rate_values(run.samples, "t8-excluded") == []
+    ratios = values_of(run.samples, "self_service_adoption_ratio")
+    assert all(math.isfinite(value) and 0 <= value <= 1 for value in ratios), ratios

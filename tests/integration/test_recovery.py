@@ -1,0 +1,431 @@
+"""Hard cases of restarts, kills and rebalances, against the real broker and worker processes.
+
+A restart starts a new worker process on the same deployment: it rebuilds its
+counting state from the journal changelog, as after a crash or an upgrade.
+"""
+
+import random
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from stream.windows.journal import decode_delta
+from tests.integration.harness import (
+    Deployment,
+    WorkerProcess,
+    consume_until,
+    decode_records,
+    event,
+)
+from tests.integration.test_hard_cases import (
+    ASSISTED_CHANNELS,
+    SELF_SERVICE_CHANNELS,
+    Outgoing,
+    Sample,
+    at,
+    counter_value,
+    counting_partition,
+    counts_of,
+    epoch_ms,
+    finals_of,
+    has_finals,
+    pacers,
+    rate_values,
+    read_all,
+    scrape,
+    send,
+    stamp,
+    values_of,
+    wait_until,
+)
+from tests.integration.test_hard_cases import launch, new_deployment  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.integration
+
+
+# C4: a hard kill loses nothing and doubles nothing
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_hard_kill_loses_and_doubles_nothing(
+    guarantee: str,
+    new_deployment: Callable[..., Deployment],
+    launch: Callable[..., WorkerProcess],
+) -> None:
+    deployment = new_deployment(
+        "kill",
+        ADOPTION_WINDOWS="1h/1h",
+        ADOPTION_IDLE_TIMEOUT_MS="15s",
+        ADOPTION_PROCESSING_GUARANTEE=guarantee,
+    )
+
+    # 10,000 events of one hour in random order, 4,000 of them self-service.
+    generator = random.Random(10_000)
+    hour_start_ms = epoch_ms("10:00:00")
+    events: list[Outgoing] = []
+    for number in range(10_000):
+        channels = SELF_SERVICE_CHANNELS if number < 4_000 else ASSISTED_CHANNELS
+        event_id = f"c4-{number:05d}"
+        occurred_at_ms = hour_start_ms + generator.randrange(3_600_000)
+        value = event(event_id, "t2", generator.choice(channels), occurred_at_ms)
+        events.append((number % 4, event_id.encode(), value))
+    generator.shuffle(events)
+
+    first = launch(deployment)
+    send(deployment.bootstrap_servers, deployment.input_topic, events[:5_000])
+    consume_until(
+        deployment.bootstrap_servers,
+        [deployment.output_topic],
+        lambda records: any(record["tenant"] == "t2" for record in decode_records(records)),
+    )
+    first.kill()
+
+    launch(deployment)
+    send(deployment.bootstrap_servers, deployment.input_topic, events[5_000:])
+
+    end = stamp("11:00:00")
+    records = consume_until(
+        deployment.bootstrap_servers,
+        [deployment.output_topic],
+        has_finals(("t2", "1h", end), ("*", "1h", end)),
+        timeout=240,
+    )
+    finals = finals_of(records, "t2", "1h", end)
+    assert finals, "no final record for t2"
+    assert {counts_of(record) for record in finals} == {(4_000, 10_000)}
+    assert {record["rate"] for record in finals} == {0.4}
+    all_tenants = finals_of(records, "*", "1h", end)
+    assert {counts_of(record) for record in all_tenants} == {(4_000, 10_000)}
+
+
+# C5, and state restored on restart: redelivered events count once
+
+
+def journal_changelog(deployment: Deployment) -> str:
+    """Return the changelog topic of the worker's journal table."""
+    return f"{deployment.app_id}-journal-changelog"
+
+
+def test_redelivered_event_counts_once_across_restart(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    # The idle timeout outlasts the restart, so the window stays open through it.
+    deployment = new_deployment(
+        "dedup", ADOPTION_WINDOWS="5m/5m", ADOPTION_IDLE_TIMEOUT_MS="20s"
+    )
+    d1 = event("d1", "t3", "chatbot", at("11:00:05"))
+    d2 = event("d2", "t3", "live_chat", at("11:00:15"))
+    d3 = event("d3", "t3", "knowledge_base", at("11:00:45"))
+
+    first = launch(deployment)
+    send(deployment.bootstrap_servers, deployment.input_topic, [(0, b"d1", d1), (1, b"d2", d2)])
+    send(deployment.bootstrap_servers, deployment.input_topic, [(1, b"d2", d2)])
+    assert wait_until(
+        lambda: counter_value(scrape(first), "adoption_events_duplicate_total", tenant="t3") == 1,
+        timeout=60,
+    ), first.log_tail()
+    first.stop()
+    journal_before = read_all(deployment.bootstrap_servers, journal_changelog(deployment))
+
+    second = launch(deployment)
+    send(
+        deployment.bootstrap_servers,
+        deployment.input_topic,
+        [(2, b"d2", d2), (3, b"d3", d3)],
+    )
+    # d1 and d2 come back from the journal, d3 is new.
+    assert wait_until(
+        lambda: values_of(scrape(second), "adoption_dedup_remembered_ids") == [3], timeout=30
+    ), values_of(scrape(second), "adoption_dedup_remembered_ids")
+
+    end = stamp("11:05:00")
+    records = consume_until(
+        deployment.bootstrap_servers, [deployment.output_topic], has_finals(("t3", "5m", end))
+    )
+    finals = finals_of(records, "t3", "5m", end)
+    assert [counts_of(record) for record in finals] == [(2, 3)]
+    samples = scrape(second)
+    assert counter_value(samples, "adoption_events_duplicate_total", tenant="t3") == 1
+
+    # Restored windows still expire: once the idle clock has passed them, the
+    # ids are forgotten and the first process's journal records are deleted.
+    assert wait_until(
+        lambda: values_of(scrape(second), "adoption_dedup_remembered_ids") == [0], timeout=60
+    ), values_of(scrape(second), "adoption_dedup_remembered_ids")
+
+    counted_keys = {
+        record.key
+        for record in journal_before
+        if record.value is not None
+        and any(tenant == "t3" for tenant, _ in decode_delta(record.value).counts)
+    }
+    assert counted_keys, "the first process journaled no counts of t3"
+    tombstoned: set[bytes] = set()
+
+    def all_tombstoned() -> bool:
+        journal = read_all(deployment.bootstrap_servers, journal_changelog(deployment))
+        tombstoned.update(record.key for record in journal if record.value is None)
+        return counted_keys <= tombstoned
+
+    assert wait_until(all_tombstoned, timeout=30), (
+        f"journal records {sorted(counted_keys - tombstoned)} were never deleted"
+    )
+
+
+# C7: one series per tenant and window, and none for the dead
+
+
+def test_restart_exports_one_series_per_window(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    # Windows close only through pacer events, so a series stays exported
+    # until the clock passes it.
+    deployment = new_deployment(
+        "series", ADOPTION_WINDOWS="5m/5m", ADOPTION_IDLE_TIMEOUT_MS="120s"
+    )
+    first = launch(deployment)
+    send(
+        deployment.bootstrap_servers,
+        deployment.input_topic,
+        [
+            (0, b"s1", event("s1", "t7", "chatbot", at("10:01:00"))),
+            (1, b"s2", event("s2", "t7", "faq", at("10:02:00"))),
+            (2, b"s3", event("s3", "t7", "phone", at("10:03:00"))),
+            (3, b"q1", event("q1", "q7", "chatbot", at("10:01:00"))),
+            (0, b"q2", event("q2", "q7", "email", at("10:04:00"))),
+            *pacers("10:05:30", "p1"),
+        ],
+    )
+    assert wait_until(lambda: bool(rate_values(scrape(first), "q7")), timeout=60), first.log_tail()
+    samples = scrape(first)
+    assert rate_values(samples, "t7") == [pytest.approx(2 / 3)]
+    assert rate_values(samples, "q7") == [0.5]
+    first.stop()
+
+    second = launch(deployment)
+    assert wait_until(lambda: bool(rate_values(scrape(second), "q7")), timeout=60), (
+        second.log_tail()
+    )
+    samples = scrape(second)
+    assert rate_values(samples, "t7") == [pytest.approx(2 / 3)]
+    assert values_of(samples, "support_interactions", tenant="t7", window="5m") == [3]
+    assert rate_values(samples, "q7") == [0.5]
+    assert values_of(samples, "support_interactions", tenant="q7", window="5m") == [2]
+
+    send(
+        deployment.bootstrap_servers,
+        deployment.input_topic,
+        [
+            (0, b"s4", event("s4", "t7", "chatbot", at("10:06:00"))),
+            (1, b"s5", event("s5", "t7", "phone", at("10:07:00"))),
+            (2, b"s6", event("s6", "t7", "email", at("10:08:00"))),
+            (3, b"s7", event("s7", "t7", "ticket", at("10:09:00"))),
+            *pacers("10:10:30", "p2"),
+        ],
+    )
+    assert wait_until(
+        lambda: values_of(scrape(second), "support_interactions", tenant="t7", window="5m") != [3],
+        timeout=60,
+    ), second.log_tail()
+    samples = scrape(second)
+    assert rate_values(samples, "t7") == [0.25]
+    assert values_of(samples, "support_interactions", tenant="t7", window="5m") == [4]
+    # q7 had nothing in [10:05, 10:10), the newest window that has ended.
+    assert rate_values(samples, "q7") == []
+
+
+# C7 and two workers: a rebalance moves series; one tenant's events on two workers
+
+
+@dataclass
+class TwoWorkersRun:
+    """Snapshots of a deployment that grows from one worker to two."""
+
+    tenants: list[str]
+    joined_partitions: list[int]
+    before_join: list[Sample]
+    after_join: tuple[list[Sample], list[Sample]]
+    after_join_settled: bool
+    consumed_during_last_phase: tuple[float, float]
+    outputs: list[ConsumerRecord]
+    after_last_phase: tuple[list[Sample], list[Sample]]
+    logs: str
+
+
+QUIET_TENANTS_PER_PARTITION = 2
+
+
+def tenants_on_every_partition() -> list[str]:
+    """Return tenant names that spread evenly over the counting partitions."""
+    chosen: list[str] = []
+    counts = dict.fromkeys(range(4), 0)
+    number = 0
+    while len(chosen) < 4 * QUIET_TENANTS_PER_PARTITION:
+        tenant = f"r{number}"
+        partition = counting_partition(tenant)
+        if counts[partition] < QUIET_TENANTS_PER_PARTITION:
+            counts[partition] += 1
+            chosen.append(tenant)
+        number += 1
+    return chosen
+
+
+def expected_rate(index: int) -> float:
+    """Return the rate of the ``index``-th tenant: ``index + 1`` self-service, one assisted."""
+    return (index + 1) / (index + 2)
+
+
+def counting_partitions_in_log(worker: WorkerProcess) -> list[int]:
+    """Return the counting partitions of the worker's latest assignment, from its log."""
+    found = re.findall(r"partitions assigned: counting \[([\d, ]*)\]", worker.log_tail(2_000))
+    assert found, f"no assignment in the log:\n{worker.log_tail()}"
+    return [int(number) for number in found[-1].split(",") if number.strip()]
+
+
+def consumed(samples: list[Sample], deployment: Deployment) -> float:
+    """Return how many input records a worker has read."""
+    return counter_value(samples, "adoption_events_consumed_total", topic=deployment.input_topic)
+
+
+def exporters(tenant: str, snapshots: tuple[list[Sample], list[Sample]]) -> list[int]:
+    """Return which of the two workers (0 or 1) export a rate for ``tenant``."""
+    return [index for index, samples in enumerate(snapshots) if rate_values(samples, tenant)]
+
+
+@pytest.fixture(scope="module")
+def two_workers_run(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TwoWorkersRun]:
+    """Start one worker, add a second, then send one tenant's events to both."""
+    deployment = Deployment.create(
+        kafka_bootstrap,
+        f"pair-{uuid.uuid4().hex[:12]}",
+        tmp_path_factory.mktemp("two-workers"),
+        settings={"ADOPTION_WINDOWS": "5m/5m", "ADOPTION_IDLE_TIMEOUT_MS": "120s"},
+    )
+    tenants = tenants_on_every_partition()
+    first = WorkerProcess(deployment)
+    second = WorkerProcess(deployment)
+    try:
+        first.start()
+        outgoing: list[Outgoing] = []
+        for index, tenant in enumerate(tenants):
+            for number in range(index + 1):
+                event_id = f"{tenant}-s{number}"
+                value = event(event_id, tenant, "faq", at(f"10:0{number % 5}:1{index}"))
+                outgoing.append((len(outgoing) % 4, event_id.encode(), value))
+            value = event(f"{tenant}-a", tenant, "phone", at("10:04:00"))
+            outgoing.append((len(outgoing) % 4, f"{tenant}-a".encode(), value))
+        send(kafka_bootstrap, deployment.input_topic, [*outgoing, *pacers("10:05:30", "p1")])
+        assert wait_until(
+            lambda: all(rate_values(scrape(first), tenant) for tenant in tenants), timeout=60
+        ), first.log_tail()
+        before_join = scrape(first)
+
+        second.start()
+        assert wait_until(
+            lambda: first.http_status("/readyz") == 200 and second.http_status("/readyz") == 200
+        ), f"{first.log_tail()}\n{second.log_tail()}"
+        snapshots: tuple[list[Sample], list[Sample]] = ([], [])
+
+        def settled() -> bool:
+            nonlocal snapshots
+            snapshots = (scrape(first), scrape(second))
+            return all(len(exporters(tenant, snapshots)) == 1 for tenant in tenants)
+
+        after_join_settled = wait_until(settled, timeout=60)
+        joined_partitions = counting_partitions_in_log(second)
+
+        consumed_before = (consumed(snapshots[0], deployment), consumed(snapshots[1], deployment))
+        send(
+            kafka_bootstrap,
+            deployment.input_topic,
+            [
+                (0, b"c1", event("c1", "tc", "chatbot", at("10:11:00"))),
+                (1, b"c2", event("c2", "tc", "phone", at("10:12:00"))),
+                (2, b"c3", event("c3", "tc", "faq", at("10:13:00"))),
+                (3, b"c4", event("c4", "tc", "community", at("10:14:00"))),
+                *pacers("10:17:30", "p2"),
+            ],
+        )
+        end = stamp("10:15:00")
+        outputs = consume_until(
+            kafka_bootstrap,
+            [deployment.output_topic],
+            has_finals(("tc", "5m", end), ("*", "5m", end)),
+        )
+        assert wait_until(
+            lambda: len(exporters("tc", (scrape(first), scrape(second)))) >= 1, timeout=30
+        )
+        after_last_phase = (scrape(first), scrape(second))
+        yield TwoWorkersRun(
+            tenants=tenants,
+            joined_partitions=joined_partitions,
+            before_join=before_join,
+            after_join=snapshots,
+            after_join_settled=after_join_settled,
+            consumed_during_last_phase=(
+                consumed(after_last_phase[0], deployment) - consumed_before[0],
+                consumed(after_last_phase[1], deployment) - consumed_before[1],
+            ),
+            outputs=outputs,
+            after_last_phase=after_last_phase,
+            logs=f"{first.log_tail()}\n{second.log_tail()}",
+        )
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_rebalance_moves_tenant_series(two_workers_run: TwoWorkersRun) -> None:
+    run = two_workers_run
+    for index, tenant in enumerate(run.tenants):
+        assert rate_values(run.before_join, tenant) == [pytest.approx(expected_rate(index))]
+
+    assert run.joined_partitions, "the second worker got no counting partition"
+    moved = [t for t in run.tenants if counting_partition(t) in run.joined_partitions]
+    assert moved
+    for index, tenant in enumerate(run.tenants):
+        owner = 1 if tenant in moved else 0
+        assert exporters(tenant, run.after_join) == [owner], (
+            f"{tenant} on counting partition {counting_partition(tenant)}; the second "
+            f"worker counts {run.joined_partitions}"
+        )
+        assert rate_values(run.after_join[owner], tenant) == [
+            pytest.approx(expected_rate(index))
+        ]
+    assert run.after_join_settled
+
+
+def test_two_workers_count_one_tenant_once(two_workers_run: TwoWorkersRun) -> None:
+    run = two_workers_run
+    assert all(number > 0 for number in run.consumed_during_last_phase), (
+        f"input records read by each worker: {run.consumed_during_last_phase}"
+    )
+    end = stamp("10:15:00")
+    finals = finals_of(run.outputs, "tc", "5m", end)
+    assert [counts_of(record) for record in finals] == [(3, 4)]
+    assert finals[0]["channels"] == {
+        "chatbot": {"count": 1, "class": "self_service"},
+        "community": {"count": 1, "class": "self_service"},
+        "faq": {"count": 1, "class": "self_service"},
+        "phone": {"count": 1, "class": "assisted"},
+    }
+    all_tenants = finals_of(run.outputs, "*", "5m", end)
+    assert [counts_of(record) for record in all_tenants] == [(3, 4)]
+
+    assert len(exporters("tc", run.after_last_phase)) == 1
+    for samples in run.after_last_phase:
+        assert rate_values(samples, "tc") in ([], [0.75])
+
+
+def test_quiet_tenant_series_disappear(two_workers_run: TwoWorkersRun) -> None:
+    run = two_workers_run
+    # The clock is at 10:17:30, so the newest ended window is [10:10, 10:15),
+    # where the first tenants had no events.
+    for tenant in run.tenants:
+        assert exporters(tenant, run.after_last_phase) == [], tenant

@@ -1,0 +1,333 @@
+"""Tests of event decoding and validation: one test or more per rejection reason."""
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.ingest.channels import ChannelClass, ChannelTable, load_channel_table
+from stream.ingest.events import Interaction, Reason, Rejection, SourceRecord, parse_event
+
+CHANNELS_FILE = Path(__file__).resolve().parents[3] / "config" / "channels.toml"
+
+# 2025-06-02T14:07:00Z in epoch milliseconds.
+INSTANT_MS = 1_748_873_220_000
+NOW_MS = INSTANT_MS + 3_600_000
+MAX_FUTURE_MS = 300_000
+
+
+@pytest.fixture(scope="module")
+def channels() -> ChannelTable:
+    return load_channel_table(CHANNELS_FILE)
+
+
+def source(value: bytes | None, *, key: bytes | None = b"k") -> SourceRecord:
+    return SourceRecord(topic="support-interactions", partition=2, offset=41, key=key, value=value)
+
+
+def document(**fields: Any) -> dict[str, Any]:
+    """Return a valid event document with the given fields replaced, or removed by ``None``."""
+    base: dict[str, Any] = {
+        "event_id": "m1",
+        "occurred_at": "2025-06-02T14:07:00Z",
+        "channel": "chatbot",
+        "tenant": "t1",
+    }
+    base.update(fields)
+    return {name: value for name, value in base.items() if value is not None}
+
+
+def parse(
+    channels: ChannelTable,
+    value: bytes | None,
+    *,
+    count_unknown_channels: bool = False,
+    now_ms: int = NOW_MS,
+) -> Interaction | Rejection:
+    return parse_event(
+        source(value),
+        channels=channels,
+        count_unknown_channels=count_unknown_channels,
+        default_tenant="default",
+        reserved_tenants=frozenset({"*"}),
+        now_ms=now_ms,
+        max_future_ms=MAX_FUTURE_MS,
+    )
+
+
+def parse_fields(channels: ChannelTable, **fields: Any) -> Interaction | Rejection:
+    return parse(channels, json.dumps(document(**fields)).encode())
+
+
+def accepted(result: Interaction | Rejection) -> Interaction:
+    assert isinstance(result, Interaction), result
+    return result
+
+
+def rejected(result: Interaction | Rejection) -> Rejection:
+    assert isinstance(result, Rejection), result
+    return result
+
+
+# Valid events
+
+
+def test_parse_event_valid_keeps_source(channels: ChannelTable) -> None:
+    raw = json.dumps(
+        document(resolved=True, segment="smb", customer_id="c-9", extra={"kept": "ignored"})
+    ).encode()
+
+    event = accepted(parse(channels, raw))
+
+    assert event.event_id == "m1"
+    assert event.occurred_at_ms == INSTANT_MS
+    assert event.tenant == "t1"
+    assert event.channel == "chatbot"
+    assert event.channel_class == ChannelClass.SELF_SERVICE
+    assert event.resolved is True
+    assert event.segment == "smb"
+    assert event.customer_id == "c-9"
+    assert event.source_topic == "support-interactions"
+    assert event.source_partition == 2
+    assert event.source_offset == 41
+    assert event.raw_key == b"k"
+    assert event.raw_value == raw
+
+
+def test_parse_event_default_tenant(channels: ChannelTable) -> None:
+    assert accepted(parse_fields(channels, tenant=None)).tenant == "default"
+    assert accepted(parse_fields(channels, tenant="")).tenant == "default"
+
+
+def test_parse_event_numeric_event_id(channels: ChannelTable) -> None:
+    event = accepted(parse_fields(channels, event_id=12345))
+
+    assert event.event_id == "12345"
+
+
+# Rejections
+
+
+def test_parse_event_empty_value(channels: ChannelTable) -> None:
+    assert rejected(parse(channels, b"")).reason == Reason.EMPTY_VALUE
+    assert rejected(parse(channels, None)).reason == Reason.EMPTY_VALUE
+
+
+def test_parse_event_truncated_json(channels: ChannelTable) -> None:
+    result = rejected(parse(channels, b'{"event_id": "m1", "occurred_at": "2025-06-0'))
+
+    assert result.reason == Reason.INVALID_JSON
+
+
+def test_parse_event_json_array(channels: ChannelTable) -> None:
+    result = rejected(parse(channels, json.dumps([document()]).encode()))
+
+    assert result.reason == Reason.NOT_AN_OBJECT
+    assert "list" in result.detail
+
+
+def test_parse_event_json_scalar(channels: ChannelTable) -> None:
+    assert rejected(parse(channels, b'"text"')).reason == Reason.NOT_AN_OBJECT
+    assert rejected(parse(channels, b"null")).reason == Reason.NOT_AN_OBJECT
+
+
+@pytest.mark.parametrize("field", ["event_id", "occurred_at", "channel"])
+def test_parse_event_missing_field(channels: ChannelTable, field: str) -> None:
+    missing = rejected(parse_fields(channels, **{field: None}))
+    empty = rejected(parse_fields(channels, **{field: ""}))
+
+    assert missing.reason == Reason.MISSING_FIELD
+    assert field in missing.detail
+    assert empty.reason == Reason.MISSING_FIELD
+    assert field in empty.detail
+
+
+def test_parse_event_event_id_not_string(channels: ChannelTable) -> None:
+    assert rejected(parse_fields(channels, event_id=True)).reason == Reason.INVALID_TYPE
+    assert rejected(parse_fields(channels, event_id={"id": 1})).reason == Reason.INVALID_TYPE
+
+
+def test_parse_event_tenant_number(channels: ChannelTable) -> None:
+    result = rejected(parse_fields(channels, tenant=17))
+
+    assert result.reason == Reason.INVALID_TYPE
+    assert "tenant" in result.detail
+
+
+def test_parse_event_tenant_reserved(channels: ChannelTable) -> None:
+    result = rejected(parse_fields(channels, tenant="*"))
+
+    assert result.reason == Reason.RESERVED_TENANT
+    assert "'*'" in result.detail
+
+
+@pytest.mark.parametrize("resolved", ["yes", 1, "true"])
+def test_parse_event_resolved_not_boolean(channels: ChannelTable, resolved: Any) -> None:
+    result = rejected(parse_fields(channels, resolved=resolved))
+
+    assert result.reason == Reason.INVALID_TYPE
+    assert "resolved" in result.detail
+
+
+def test_parse_event_resolved_false_kept(channels: ChannelTable) -> None:
+    assert accepted(parse_fields(channels, resolved=False)).resolved is False
+
+
+def test_parse_event_channel_not_string(channels: ChannelTable) -> None:
+    assert rejected(parse_fields(channels, channel=["faq"])).reason == Reason.INVALID_TYPE
+
+
+# Event time
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "2025-06-02T14:07:00Z",
+        "2025-06-02T16:07:00+02:00",
+        "2025-06-02T09:07:00-05:00",
+        "2025-06-02T14:07:00.000Z",
+        "2025-06-02T14:07:00+00:00",
+        INSTANT_MS,
+    ],
+)
+def test_parse_event_time_spellings_same_instant(channels: ChannelTable, occurred_at: Any) -> None:
+    assert accepted(parse_fields(channels, occurred_at=occurred_at)).occurred_at_ms == INSTANT_MS
+
+
+def test_parse_event_time_milliseconds_kept(channels: ChannelTable) -> None:
+    event = accepted(parse_fields(channels, occurred_at="2025-06-02T14:07:00.950Z"))
+
+    assert event.occurred_at_ms == INSTANT_MS + 950
+
+
+def test_parse_event_time_before_1970(channels: ChannelTable) -> None:
+    event = accepted(parse_fields(channels, occurred_at="1969-12-31T23:59:59.500Z"))
+
+    assert event.occurred_at_ms == -500
+
+
+@pytest.mark.parametrize("occurred_at", [1_748_873_220, 0, 99_999_999_999])
+def test_parse_event_epoch_seconds_rejected(channels: ChannelTable, occurred_at: int) -> None:
+    result = rejected(parse_fields(channels, occurred_at=occurred_at))
+
+    assert result.reason == Reason.INVALID_TIME
+    assert "milliseconds" in result.detail
+
+
+def test_parse_event_time_without_offset(channels: ChannelTable) -> None:
+    result = rejected(parse_fields(channels, occurred_at="2025-06-02T14:07:00"))
+
+    assert result.reason == Reason.TIME_WITHOUT_OFFSET
+    assert "offset" in result.detail
+
+
+@pytest.mark.parametrize(
+    "occurred_at", ["last tuesday", "2025-06-02", "14:07:00Z", "2025-13-02T14:07:00Z"]
+)
+def test_parse_event_invalid_time(channels: ChannelTable, occurred_at: str) -> None:
+    result = rejected(parse_fields(channels, occurred_at=occurred_at))
+
+    assert result.reason == Reason.INVALID_TIME
+    assert repr(occurred_at) in result.detail
+
+
+def test_parse_event_time_wrong_type(channels: ChannelTable) -> None:
+    assert rejected(parse_fields(channels, occurred_at=True)).reason == Reason.INVALID_TYPE
+    assert rejected(parse_fields(channels, occurred_at=[INSTANT_MS])).reason == Reason.INVALID_TYPE
+
+
+def test_parse_event_future_time(channels: ChannelTable) -> None:
+    far = rejected(parse_fields(channels, occurred_at="2030-01-01T00:00:00Z"))
+    just_over = rejected(parse_fields(channels, occurred_at=NOW_MS + MAX_FUTURE_MS + 1))
+    at_limit = accepted(parse_fields(channels, occurred_at=NOW_MS + MAX_FUTURE_MS))
+
+    assert far.reason == Reason.FUTURE_TIME
+    assert just_over.reason == Reason.FUTURE_TIME
+    assert at_limit.occurred_at_ms == NOW_MS + MAX_FUTURE_MS
+
+
+# Channels
+
+
+def test_parse_event_unknown_channel_rejected(channels: ChannelTable) -> None:
+    result = rejected(parse_fields(channels, channel="fax_machine"))
+
+    assert result.reason == Reason.UNKNOWN_CHANNEL
+    assert "fax_machine" in result.detail
+
+
+def test_parse_event_unknown_channel_counted(channels: ChannelTable) -> None:
+    raw = json.dumps(document(channel="fax_machine")).encode()
+
+    event = accepted(parse(channels, raw, count_unknown_channels=True))
+
+    assert event.channel == "fax_machine"
+    assert event.channel_class == ChannelClass.UNCLASSIFIED
+
+
+@pytest.mark.parametrize("spelling", ["Live Chat", "LIVE-CHAT", " live chat ", "live_chat"])
+def test_parse_event_channel_spelling_classified(channels: ChannelTable, spelling: str) -> None:
+    assert accepted(parse_fields(channels, channel=spelling)).channel_class == ChannelClass.ASSISTED
+
+
+@pytest.mark.parametrize("spelling", ["Live Chat", "LIVE-CHAT", " live chat "])
+def test_parse_event_channel_normalised(channels: ChannelTable, spelling: str) -> None:
+    assert accepted(parse_fields(channels, channel=spelling)).channel == "live_chat"
+
+
+# Time zone of the host
+
+
+@pytest.fixture
+def host_time_zone() -> Iterator[None]:
+    """Restore the process's TZ variable and time zone after the test."""
+    previous = os.environ.get("TZ")
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = previous
+        time.tzset()
+
+
+def parse_time_spellings(channels: ChannelTable) -> list[int | Reason]:
+    values: list[int | Reason] = []
+    for occurred_at in [
+        "2025-06-02T14:07:00Z",
+        "2025-06-02T16:07:00+02:00",
+        INSTANT_MS,
+        "2025-06-02T14:07:00",
+        "1969-12-31T23:59:59.500Z",
+    ]:
+        result = parse_fields(channels, occurred_at=occurred_at)
+        values.append(result.reason if isinstance(result, Rejection) else result.occurred_at_ms)
+    return values
+
+
+@pytest.mark.usefixtures("host_time_zone")
+@pytest.mark.parametrize(
+    ("zone", "utc_offset_seconds"),
+    [
+        ("UTC", 0),
+        ("Asia/Tokyo", 32_400),
+        ("America/St_Johns", -9_000),
+        ("Pacific/Kiritimati", 50_400),
+    ],
+)
+def test_parse_event_host_time_zone_ignored(
+    channels: ChannelTable, zone: str, utc_offset_seconds: int
+) -> None:
+    os.environ["TZ"] = zone
+    time.tzset()
+
+    values = parse_time_spellings(channels)
+
+    assert time.localtime(INSTANT_MS // 1000).tm_gmtoff == utc_offset_seconds
+    assert values == [INSTANT_MS, INSTANT_MS, INSTANT_MS, Reason.TIME_WITHOUT_OFFSET, -500]

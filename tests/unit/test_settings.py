@@ -1,0 +1,161 @@
+"""Tests of the settings: environment overrides, the TOML file and validation errors."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from stream.errors import ConfigError
+from stream.settings import Settings, load_settings
+from stream.windows.spec import WindowSpec
+
+MINUTE_MS = 60_000
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(tmp_path / "absent.toml"))
+
+
+def test_load_settings_defaults() -> None:
+    settings = load_settings()
+
+    assert settings.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.input_topics == ("support-interactions",)
+    assert [spec.name for spec in settings.windows] == ["5m", "1h", "24h"]
+    assert settings.grace_ms == 120_000
+    assert settings.slice_ms == MINUTE_MS
+
+
+def test_env_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_WINDOWS", "5m/1m,1h")
+
+    settings = load_settings()
+
+    assert settings.windows == (
+        WindowSpec(name="5m", size_ms=5 * MINUTE_MS, step_ms=MINUTE_MS),
+        WindowSpec(name="1h", size_ms=60 * MINUTE_MS, step_ms=60 * MINUTE_MS),
+    )
+    assert settings.slice_ms == MINUTE_MS
+
+
+@pytest.mark.parametrize(
+    ("text", "grace_ms"), [("30s", 30_000), ("2m", 120_000), ("1500", 1_500), ("0s", 0)]
+)
+def test_env_grace_duration(monkeypatch: pytest.MonkeyPatch, text: str, grace_ms: int) -> None:
+    monkeypatch.setenv("ADOPTION_GRACE_MS", text)
+
+    assert load_settings().grace_ms == grace_ms
+
+
+def test_env_input_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_INPUT_TOPICS", "a, b,")
+
+    assert load_settings().input_topics == ("a", "b")
+
+
+def test_env_kafka_bootstrap_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29092,127.0.0.1:29093")
+
+    assert load_settings().bootstrap_servers == "127.0.0.1:29092,127.0.0.1:29093"
+
+
+def test_env_adoption_bootstrap_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_BOOTSTRAP_SERVERS", "127.0.0.1:39092")
+
+    assert load_settings().bootstrap_servers == "127.0.0.1:39092"
+
+
+def test_env_overrides_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config_file = tmp_path / "adoption-rate.toml"
+    config_file.write_text('grace_ms = "5m"\nidle_timeout_ms = "45s"\n', encoding="utf-8")
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(config_file))
+    from_file = load_settings()
+
+    monkeypatch.setenv("ADOPTION_GRACE_MS", "30s")
+    from_env = load_settings()
+
+    assert from_file.grace_ms == 300_000
+    assert from_file.idle_timeout_ms == 45_000
+    assert from_env.grace_ms == 30_000
+    assert from_env.idle_timeout_ms == 45_000
+
+
+def test_settings_frozen() -> None:
+    settings = load_settings()
+
+    with pytest.raises(ValueError, match="frozen"):
+        settings.grace_ms = 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "field"),
+    [
+        ("ADOPTION_GRACE_MS", "soon", "grace_ms"),
+        ("ADOPTION_GRACE_MS", "-5", "grace_ms"),
+        ("ADOPTION_IDLE_TIMEOUT_MS", "5 minutes", "idle_timeout_ms"),
+        ("ADOPTION_WINDOWS", "5m/10m", "windows"),
+        ("ADOPTION_WINDOWS", "10m/3m", "windows"),
+        ("ADOPTION_WINDOWS", "0m", "windows"),
+        ("ADOPTION_INTERNAL_PARTITIONS", "0", "internal_partitions"),
+        ("ADOPTION_WEB_PORT", "70000", "web_port"),
+        ("ADOPTION_UNKNOWN_CHANNEL", "drop", "unknown_channel"),
+        ("ADOPTION_PROCESSING_GUARANTEE", "maybe_once", "processing_guarantee"),
+        ("ADOPTION_LOG_LEVEL", "LOUD", "log_level"),
+    ],
+)
+def test_env_invalid_value_names_field(
+    monkeypatch: pytest.MonkeyPatch, variable: str, text: str, field: str
+) -> None:
+    monkeypatch.setenv(variable, text)
+
+    with pytest.raises(ConfigError, match=field):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "output_topic",
+    ["self-service-adoption-rates", "support-interactions-dlq", "self-service-adoption-alerts"],
+)
+def test_input_topic_equal_to_output_topic(
+    monkeypatch: pytest.MonkeyPatch, output_topic: str
+) -> None:
+    monkeypatch.setenv("ADOPTION_INPUT_TOPICS", f"a,{output_topic}")
+
+    message = rf"input_topics \['{output_topic}'\] is also an output topic"
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+def test_output_topic_set_to_input_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_INPUT_TOPICS", "events")
+    monkeypatch.setenv("ADOPTION_OUTPUT_TOPIC", "events")
+
+    with pytest.raises(ConfigError, match=r"input_topics \['events'\]"):
+        load_settings()
+
+
+@pytest.mark.parametrize("text", ["", " , "])
+def test_env_input_topics_empty(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setenv("ADOPTION_INPUT_TOPICS", text)
+
+    with pytest.raises(ConfigError, match="input_topics is empty"):
+        load_settings()
+
+
+def test_dedup_horizon_shorter_than_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_GRACE_MS", "2m")
+    monkeypatch.setenv("ADOPTION_DEDUP_HORIZON_MS", "1m")
+
+    with pytest.raises(ConfigError, match="dedup_horizon_ms"):
+        load_settings()
+
+
+def test_settings_init_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_APP_ID", "from-env")
+
+    assert Settings(app_id="explicit").app_id == "explicit"
+    assert load_settings().app_id == "from-env"

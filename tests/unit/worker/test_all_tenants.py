@@ -1,0 +1,176 @@
+"""Tests of the all-tenants figure added up from the counting partitions' partials."""
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from stream.ingest.channels import ChannelClass
+from stream.settings import Settings, parse_windows
+from stream.worker.all_tenants import AllTenantsState, AllTenantsWindow
+from stream.worker.messages import Partial, WindowSums
+
+MINUTE_MS = 60_000
+GRACE_MS = 2 * MINUTE_MS
+SELF = int(ChannelClass.SELF_SERVICE)
+ASSISTED = int(ChannelClass.ASSISTED)
+
+
+def at(clock_time: str) -> int:
+    """Return epoch milliseconds of a UTC time of day on 2025-06-02."""
+    return round(datetime.fromisoformat(f"2025-06-02T{clock_time}+00:00").timestamp() * 1000)
+
+
+END = at("10:05:00")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(tmp_path / "absent.toml"))
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(windows=parse_windows("5m,10m/5m"), grace_ms=GRACE_MS, internal_partitions=3)
+
+
+def sums(window: str, end_ms: int, self_service: int, assisted: int) -> WindowSums:
+    """Build one window's partial sums with a chatbot and a phone channel."""
+    counts: list[list[int | str]] = []
+    if self_service:
+        counts.append([SELF, "chatbot", self_service])
+    if assisted:
+        counts.append([ASSISTED, "phone", assisted])
+    return WindowSums(window=window, end_ms=end_ms, counts=counts)
+
+
+def summary(windows: list[AllTenantsWindow]) -> list[tuple[str, int, int, int, bool]]:
+    """Reduce windows to (window, end, self-service, total, final)."""
+    return [
+        (
+            window.spec.name,
+            window.end_ms,
+            window.counts.self_service,
+            window.counts.total,
+            window.final,
+        )
+        for window in windows
+    ]
+
+
+def test_apply_sums_across_partitions(settings: Settings) -> None:
+    state = AllTenantsState(settings)
+
+    first, _ = state.apply(Partial(0, None, [sums("5m", END, 2, 1)]))
+    second, _ = state.apply(Partial(1, None, [sums("5m", END, 1, 3)]))
+    replaced, _ = state.apply(Partial(1, None, [sums("5m", END, 2, 3)]))
+
+    assert summary(first) == [("5m", END, 2, 3, False)]
+    assert summary(second) == [("5m", END, 3, 7, False)]
+    assert summary(replaced) == [("5m", END, 4, 8, False)]
+    assert replaced[0].counts.channels == {"chatbot": 4, "phone": 4}
+
+
+def test_final_only_when_every_partition_passed(settings: Settings) -> None:
+    state = AllTenantsState(settings)
+    closed = END + GRACE_MS
+    state.apply(Partial(0, None, [sums("5m", END, 2, 1)]))
+    state.apply(Partial(1, None, [sums("5m", END, 1, 1)]))
+
+    two_of_three, _ = state.apply(Partial(0, closed, []))
+    state.apply(Partial(1, closed + MINUTE_MS, []))
+    one_short, _ = state.apply(Partial(2, closed - 1, []))
+    last, _ = state.apply(Partial(2, closed, []))
+    after, _ = state.apply(Partial(2, closed + 5 * MINUTE_MS, []))
+
+    assert two_of_three == []
+    assert one_short == []
+    assert summary(last) == [("5m", END, 3, 5, True)]
+    assert after == []
+    assert state.newest_final["5m"].end_ms == END
+
+
+def test_closed_through_oldest_progress(settings: Settings) -> None:
+    state = AllTenantsState(settings)
+
+    state.apply(Partial(0, at("10:20:00"), []))
+    state.apply(Partial(1, at("10:09:00"), []))
+    missing_partition = state.closed_through()
+    state.apply(Partial(2, at("10:30:00"), []))
+    state.apply(Partial(1, at("10:08:00"), []))
+
+    assert missing_partition is None
+    assert state.closed_through() == at("10:09:00")
+
+
+def test_final_windows_in_end_order(settings: Settings) -> None:
+    state = AllTenantsState(settings)
+    later_end = END + 5 * MINUTE_MS
+    state.apply(
+        Partial(
+            0,
+            None,
+            [sums("10m", later_end, 1, 0), sums("5m", later_end, 1, 0), sums("5m", END, 0, 1)],
+        )
+    )
+
+    state.apply(Partial(0, later_end + GRACE_MS, []))
+    state.apply(Partial(1, later_end + GRACE_MS, []))
+    published, _ = state.apply(Partial(2, later_end + GRACE_MS, []))
+
+    assert summary(published) == [
+        ("5m", END, 0, 1, True),
+        ("10m", later_end, 1, 1, True),
+        ("5m", later_end, 1, 1, True),
+    ]
+
+
+def test_unconfigured_window_dropped(settings: Settings) -> None:
+    state = AllTenantsState(settings)
+
+    published, writes = state.apply(Partial(0, None, [sums("1h", END, 1, 0)]))
+
+    assert published == []
+    assert writes[b"1h|" + str(END).encode()] is None
+    assert state.partials == {}
+
+
+def test_restore_from_written_entries(settings: Settings) -> None:
+    original = AllTenantsState(settings)
+    table: dict[bytes, bytes] = {}
+    partials = [
+        Partial(0, at("10:04:00"), [sums("5m", END, 2, 1), sums("10m", END, 2, 1)]),
+        Partial(1, at("10:06:00"), [sums("5m", END, 1, 1)]),
+        Partial(2, at("10:07:00"), [sums("5m", END + 5 * MINUTE_MS, 0, 4)]),
+        Partial(0, at("10:06:30"), []),
+    ]
+    for partial in partials:
+        _, writes = original.apply(partial)
+        for key, value in writes.items():
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+
+    restored = AllTenantsState(settings)
+    for key, value in table.items():
+        restored.restore(key, value)
+    restored_progress = dict(restored.progress)
+    expected = []
+    actual = []
+    for partition in range(3):
+        closing = Partial(partition, at("10:20:00"), [])
+        expected.extend(original.apply(closing)[0])
+        actual.extend(restored.apply(closing)[0])
+
+    assert restored_progress == {0: at("10:06:30"), 1: at("10:06:00"), 2: at("10:07:00")}
+    assert summary(actual) == summary(expected)
+    assert summary(actual) == [
+        ("10m", END, 2, 3, True),
+        ("5m", END, 3, 5, True),
+        ("5m", END + 5 * MINUTE_MS, 0, 4, True),
+    ]
