@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     default_tenant: str = "default"
     all_tenants: str = "*"
     max_tenant_series: int = Field(default=100, ge=0)
+    alert_window: str | None = None
+    alert_floor: float = Field(default=0.2, ge=0.0, le=1.0)
+    alert_min_interactions: int = Field(default=50, ge=1)
+    alert_drop_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
+    alert_baseline_windows: int = Field(default=288, ge=1)
     data_dir: Path = Path("adoption-rate-data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -152,6 +157,13 @@ class Settings(BaseSettings):
                 f"({self.grace_ms + self.slice_ms} ms): an event id would be forgotten while "
                 "its window is still open, so a redelivery would count twice"
             )
+        if self.alert_window is not None and self.alert_window not in {
+            spec.name for spec in self.windows
+        }:
+            raise ValueError(
+                f"alert_window {self.alert_window!r} is not a configured window: use one of "
+                f"{[spec.name for spec in self.windows]}"
+            )
         outputs = {self.output_topic, self.dead_letter_topic, self.alerts_topic}
         overlap = outputs.intersection(self.input_topics)
         if overlap:
@@ -163,6 +175,19 @@ class Settings(BaseSettings):
         """Length of the event-time slices that every window is summed from."""
         return reduce(gcd, [spec.step_ms for spec in self.windows] +
                       [spec.size_ms for spec in self.windows])
+
+    @property
+    def alert_window_name(self) -> str:
+        """Return the window whose final records the in-stream alerts check.
+
+        ``alert_window`` when set, else ``1h`` when configured, else the largest window.
+        """
+        if self.alert_window is not None:
+            return self.alert_window
+        names = [spec.name for spec in self.windows]
+        if "1h" in names:
+            return "1h"
+        return max(self.windows, key=lambda spec: spec.size_ms).name
 
     @property
     def retention_ms(self) -> int:

@@ -28,6 +28,7 @@ from stream.ingest.deadletter import dead_letter_headers
 from stream.ingest.events import Interaction, Rejection, SourceRecord, parse_event
 from stream.metrics.registry import WorkerMetrics
 from stream.metrics.windows import TenantLabels, WindowCollector, WindowSample
+from stream.publish.alerts import encode_alert
 from stream.publish.records import encode_record, record_key, window_record
 from stream.settings import Settings
 from stream.timeutil import ms_to_rfc3339, wall_clock_ms
@@ -120,7 +121,7 @@ class AdoptionApp:
         )
         self.output_topics = {
             name: app.topic(name, **raw)
-            for name in (settings.output_topic, settings.dead_letter_topic)
+            for name in (settings.output_topic, settings.dead_letter_topic, settings.alerts_topic)
         }
         self.output_topics[self.counting.all_tenants_topic] = self.all_tenants_topic
         self.journal = app.Table(
@@ -343,6 +344,8 @@ class AdoptionApp:
                 self.metrics.published.labels("final").inc(output.finals)
             if output.provisionals:
                 self.metrics.published.labels("provisional").inc(output.provisionals)
+            if output.alerts:
+                self.metrics.published.labels("alert").inc(output.alerts)
 
             await self._send_all(output.records)
             if output.finals:
@@ -468,6 +471,15 @@ class AdoptionApp:
                 key=record_key(tenant, window.spec), value=encode_record(record)
             )
             self.metrics.published.labels("final" if window.final else "provisional").inc()
+            if not window.final:
+                continue
+            for alert in self.counting.alerts.check(
+                tenant, window.spec.name, window.end_ms, window.counts, now_ms=computed_at_ms
+            ):
+                await self.output_topics[self.settings.alerts_topic].send(
+                    key=tenant.encode(), value=encode_alert(alert)
+                )
+                self.metrics.published.labels("alert").inc()
         if any(window.final for window in published):
             await self.app.producer.flush()
         for key, value in writes.items():

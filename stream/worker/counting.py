@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from stream.ingest.deadletter import dead_letter_headers
 from stream.ingest.events import Interaction, Reason
 from stream.metrics.windows import TenantSample, WindowSample
+from stream.publish.alerts import AlertDetector, AlertRules, encode_alert
 from stream.publish.records import encode_record, record_key, window_record
 from stream.settings import Settings
 from stream.timeutil import ms_to_rfc3339, wall_clock_ms
@@ -46,6 +47,7 @@ class PartitionOutput:
     journal: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     finals: int = 0
     provisionals: int = 0
+    alerts: int = 0
     counted: int = 0
     duplicates: dict[str, int] = field(default_factory=dict)
     late: list[LateEvent] = field(default_factory=list)
@@ -79,6 +81,7 @@ class CountingStage:
         self._journaled_progress: dict[int, tuple[int | None, int | None]] = {}
         self._partial_progress: dict[int, int | None] = {}
         self._empty_progress: dict[int, int] = {}
+        self.alerts = AlertDetector(alert_rules(settings))
 
     # Partition lifecycle
 
@@ -128,6 +131,7 @@ class CountingStage:
         """Forget the partitions not in ``partitions``; return the ones forgotten."""
         dropped = [partition for partition in self.states if partition not in partitions]
         for partition in dropped:
+            self.alerts.forget(set(self.states[partition].tenants))
             del self.states[partition]
             self.journals.pop(partition, None)
             self._last_data.pop(partition, None)
@@ -257,6 +261,19 @@ class CountingStage:
             )
             if window.final:
                 output.finals += 1
+                for alert in self.alerts.check(
+                    window.tenant,
+                    window.spec.name,
+                    window.end_ms,
+                    window.counts,
+                    now_ms=computed_at_ms,
+                ):
+                    output.records.append(
+                        OutgoingRecord(
+                            self.settings.alerts_topic, window.tenant.encode(), encode_alert(alert)
+                        )
+                    )
+                    output.alerts += 1
             else:
                 output.provisionals += 1
 
@@ -353,3 +370,14 @@ class CountingStage:
     def clocks(self) -> Mapping[int, int | None]:
         """Return the event-time clock of each owned partition."""
         return {partition: state.clock_ms for partition, state in self.states.items()}
+
+
+def alert_rules(settings: Settings) -> AlertRules:
+    """Return the in-stream alert thresholds from the settings."""
+    return AlertRules(
+        window=settings.alert_window_name,
+        floor=settings.alert_floor,
+        min_interactions=settings.alert_min_interactions,
+        drop_fraction=settings.alert_drop_fraction,
+        baseline_windows=settings.alert_baseline_windows,
+    )

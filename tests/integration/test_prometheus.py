@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream.broker.process import free_ports
 from stream.replay.mapping import load_mapping
 from stream.replay.producer import replay
+from stream.settings import parse_windows
 from stream.timeutil import ms_to_rfc3339
 from tests.integration.harness import (
     Deployment,
@@ -58,6 +59,24 @@ HOUR_MS = 3_600_000
 NEVER_IDLE = "1h"
 
 T = TypeVar("T")
+
+
+def create_deployment(
+    bootstrap_servers: str, name: str, workdir: Path, windows: str, **settings: str
+) -> Deployment:
+    """Create a deployment with one input partition and the given windows."""
+    return Deployment.create(
+        bootstrap_servers,
+        name,
+        workdir,
+        input_partitions=1,
+        settings={
+            "ADOPTION_WINDOWS": windows,
+            # The in-stream alerts must watch one of the configured windows.
+            "ADOPTION_ALERT_WINDOW": parse_windows(windows)[0].name,
+            **settings,
+        },
+    )
 
 
 # Waiting and parsing
@@ -306,16 +325,15 @@ def test_real_file_rates_match_output_records(
 
     # Long steps keep the output of the file's eight years to a few thousand records.
     windows = {"720h": 720 * HOUR_MS, "2160h": 720 * HOUR_MS, "168h": 168 * HOUR_MS}  # name: step
-    deployment = Deployment.create(
+    deployment = create_deployment(
         kafka_bootstrap,
         unique_name("prom-sf311"),
         tmp_path,
-        input_partitions=1,
-        settings={
-            "ADOPTION_WINDOWS": "720h/720h,2160h/720h,168h/168h",
-            "ADOPTION_GRACE_MS": "0s",
-            "ADOPTION_IDLE_TIMEOUT_MS": NEVER_IDLE,
-        },
+        "720h/720h,2160h/720h,168h/168h",
+        ADOPTION_GRACE_MS="0s",
+        ADOPTION_IDLE_TIMEOUT_MS=NEVER_IDLE,
+        # At least the grace plus one slice, which is one day here.
+        ADOPTION_DEDUP_HORIZON_MS="24h",
     )
     worker = WorkerProcess(deployment).start()
     workers.append(worker)
@@ -378,16 +396,13 @@ def test_metrics_pass_promtool_check(
     if promtool is None:
         pytest.skip(PROMTOOL_MISSING)
 
-    deployment = Deployment.create(
+    deployment = create_deployment(
         kafka_bootstrap,
         unique_name("prom-lint"),
         tmp_path,
-        input_partitions=1,
-        settings={
-            "ADOPTION_WINDOWS": "10s",
-            "ADOPTION_GRACE_MS": "0s",
-            "ADOPTION_IDLE_TIMEOUT_MS": NEVER_IDLE,
-        },
+        "10s",
+        ADOPTION_GRACE_MS="0s",
+        ADOPTION_IDLE_TIMEOUT_MS=NEVER_IDLE,
     )
     worker = WorkerProcess(deployment).start()
     workers.append(worker)
@@ -433,17 +448,14 @@ def test_tenants_beyond_limit_fold_into_other(
     tmp_path: Path,
     workers: list[WorkerProcess],
 ) -> None:
-    deployment = Deployment.create(
+    deployment = create_deployment(
         kafka_bootstrap,
         unique_name("prom-fold"),
         tmp_path,
-        input_partitions=1,
-        settings={
-            "ADOPTION_WINDOWS": "10s",
-            "ADOPTION_GRACE_MS": "0s",
-            "ADOPTION_IDLE_TIMEOUT_MS": NEVER_IDLE,
-            "ADOPTION_MAX_TENANT_SERIES": "2",
-        },
+        "10s",
+        ADOPTION_GRACE_MS="0s",
+        ADOPTION_IDLE_TIMEOUT_MS=NEVER_IDLE,
+        ADOPTION_MAX_TENANT_SERIES="2",
     )
     worker = WorkerProcess(deployment).start()
     workers.append(worker)
@@ -453,8 +465,8 @@ def test_tenants_beyond_limit_fold_into_other(
     base_ms = int(time.time() * 1000) - 60_000
     base_ms -= base_ms % 10_000
     values: list[bytes] = []
-    for tenant, (self_service, assisted) in counts.items():
-        channels = ["faq"] * self_service + ["phone"] * assisted
+    for tenant, (self_count, assisted_count) in counts.items():
+        channels = ["faq"] * self_count + ["phone"] * assisted_count
         for number, channel in enumerate(channels):
             occurred_at = base_ms + 100 * len(values)
             values.append(event(f"{tenant}-{number}", tenant, channel, occurred_at))
@@ -462,7 +474,7 @@ def test_tenants_beyond_limit_fold_into_other(
     values.append(event("north-clock", "north", "faq", base_ms + 12_000))
     produce(kafka_bootstrap, deployment.input_topic, values)
 
-    grand_total = sum(self_service + assisted for self_service, assisted in counts.values())
+    grand_total = sum(sum(pair) for pair in counts.values())
 
     def complete() -> str | None:
         body = worker.metrics_text()
@@ -489,6 +501,7 @@ def test_tenants_beyond_limit_fold_into_other(
     assert self_service["other"] == other_self_service
     assert totals["other"] == other_total
     assert ratios["other"] == pytest.approx(other_self_service / other_total)
+    assert self_service["*"] == sum(self_count for self_count, _ in counts.values())
 
     channel_samples = [
         (labels, value)
@@ -515,12 +528,8 @@ def test_silent_tenant_series_leave_metrics(
 ) -> None:
     # The grace of 20 s keeps the silent tenant's slices, and so its newest-event
     # age, for about 35 s after its last event, well after its 10 s windows end.
-    deployment = Deployment.create(
-        kafka_bootstrap,
-        unique_name("prom-silent"),
-        tmp_path,
-        input_partitions=1,
-        settings={"ADOPTION_WINDOWS": "10s/5s", "ADOPTION_GRACE_MS": "20s"},
+    deployment = create_deployment(
+        kafka_bootstrap, unique_name("prom-silent"), tmp_path, "10s/5s", ADOPTION_GRACE_MS="20s"
     )
     worker = WorkerProcess(deployment).start()
     workers.append(worker)
@@ -587,9 +596,7 @@ def test_readiness_follows_partition_assignment(
     prometheus: PrometheusServer,
     workers: list[WorkerProcess],
 ) -> None:
-    deployment = Deployment.create(
-        kafka_bootstrap, unique_name("prom-ready"), tmp_path, input_partitions=1
-    )
+    deployment = create_deployment(kafka_bootstrap, unique_name("prom-ready"), tmp_path, "10s")
     worker = WorkerProcess(deployment)
     workers.append(worker)
     worker.start(wait_ready=False)
