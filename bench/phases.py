@@ -258,9 +258,8 @@ def recovery(context: RunContext, events: int, tenants: int) -> dict[str, Any]:
         result["log_tail"] = first.log_tail()
         first.stop()
         return result
-    worker.wait_for_quiet("adoption_changelog_records_written_total", worker.changelog_topics,
+    worker.wait_for_quiet("adoption_changelog_records_written_total",
                           quiet_seconds=3.0, timeout_seconds=60.0)
-    worker.close()
     first.stop()
     ends = asyncio.run(end_offsets(context.bootstrap_servers, worker.changelog_topics))
     result["changelog_records"] = ends
@@ -364,7 +363,6 @@ def memory(context: RunContext, events: int) -> list[dict[str, Any]]:
                              and s.at >= (worker.history[0][0] if worker.history else 0)), None)
         metrics = worker.metrics() or {}
         contender.stop()
-        worker.close()
         results.append({
             "variant": label,
             "windows": windows,

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     idle_timeout_ms: int = 30_000
     tick_interval_ms: int = 1_000
     max_future_ms: int = 300_000
-    dedup_horizon_ms: int = 3_600_000
+    dedup_horizon_ms: int | None = None
     batch_max_events: int = Field(default=5_000, ge=1)
     batch_within_ms: int = 200
     publish_interval_ms: int = 1_000
@@ -133,8 +133,8 @@ class Settings(BaseSettings):
 
     @field_validator(*DURATION_FIELDS, mode="before")
     @classmethod
-    def _parse_duration(cls, value: Any) -> int:
-        return parse_duration_ms(value)
+    def _parse_duration(cls, value: Any) -> int | None:
+        return None if value is None else parse_duration_ms(value)
 
     @model_validator(mode="after")
     def _check_topics(self) -> "Settings":
@@ -151,7 +151,9 @@ class Settings(BaseSettings):
                 "transaction manager published no output record in tests. Use "
                 "'at_least_once', which de-duplicates by event id and counts exactly"
             )
-        if self.dedup_horizon_ms < self.grace_ms + self.slice_ms:
+        if self.dedup_horizon_ms is not None and (
+            self.dedup_horizon_ms < self.grace_ms + self.slice_ms
+        ):
             raise ValueError(
                 f"dedup_horizon_ms {self.dedup_horizon_ms} is shorter than grace plus one slice "
                 f"({self.grace_ms + self.slice_ms} ms): an event id would be forgotten while "
@@ -175,6 +177,17 @@ class Settings(BaseSettings):
         """Length of the event-time slices that every window is summed from."""
         return reduce(gcd, [spec.step_ms for spec in self.windows] +
                       [spec.size_ms for spec in self.windows])
+
+    @property
+    def effective_dedup_horizon_ms(self) -> int:
+        """Return how long event ids are remembered: the setting, or one hour at least.
+
+        Unset, it is one hour or grace plus one slice, whichever is longer, so
+        an id is never forgotten while its window is open.
+        """
+        if self.dedup_horizon_ms is not None:
+            return self.dedup_horizon_ms
+        return max(3_600_000, self.grace_ms + self.slice_ms)
 
     @property
     def alert_window_name(self) -> str:

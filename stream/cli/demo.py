@@ -11,6 +11,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,8 @@ async def _print_records(bootstrap_servers: str, topic: str, window: str, all_te
             record: dict[str, Any] = decoder.decode(message.value)
             if record["window"] != window or record["tenant"] != all_tenants:
                 continue
+            if not record["final"] and not _closes_next(record):
+                continue
             rate = record["rate"]
             shown = f"{rate * 100:5.1f}%" if rate is not None else "  n/a "
             print(
@@ -212,6 +215,21 @@ async def _print_records(bootstrap_servers: str, topic: str, window: str, all_te
             )
     finally:
         await consumer.stop()
+
+
+def _closes_next(record: dict[str, Any]) -> bool:
+    """Tell whether a live window is the next to close, so overlapping windows print once."""
+    end_ms = _parse_rfc3339_ms(record["window_end"])
+    until_end_ms = end_ms - wall_clock_ms()
+    if until_end_ms > record["window_step_seconds"] * 1000:
+        return False
+    # Historical windows ended long ago: print them all as they change.
+    return until_end_ms > 0 or until_end_ms < -record["window_size_seconds"] * 1000
+
+
+def _parse_rfc3339_ms(text: str) -> int:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int(moment.timestamp() * 1000)
 
 
 async def _wait_quiet(printer: "asyncio.Task[None]", *, quiet_seconds: float, keep_running: bool) -> None:

@@ -92,7 +92,7 @@ class CountingStage:
             windows=self.settings.windows,
             slice_ms=self.slice_ms,
             grace_ms=self.settings.grace_ms,
-            dedup_horizon_ms=self.settings.dedup_horizon_ms,
+            dedup_horizon_ms=self.settings.effective_dedup_horizon_ms,
             all_tenants=self.settings.all_tenants,
         )
 
