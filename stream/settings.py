@@ -40,6 +40,7 @@ DURATION_FIELDS = (
     "batch_within_ms",
     "publish_interval_ms",
     "commit_interval_ms",
+    "session_timeout_ms",
 )
 
 
@@ -104,6 +105,7 @@ class Settings(BaseSettings):
     batch_within_ms: int = 200
     publish_interval_ms: int = 1_000
     commit_interval_ms: int = 1_000
+    session_timeout_ms: int = 10_000
 
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     unknown_channel: Literal["reject", "count"] = "reject"

@@ -91,6 +91,9 @@ class AdoptionApp:
             topic_replication_factor=settings.replication_factor,
             processing_guarantee=settings.processing_guarantee,
             broker_commit_interval=settings.commit_interval_ms / 1000,
+            # A worker that dies leaves the group after this, and its partitions move.
+            broker_session_timeout=settings.session_timeout_ms / 1000,
+            broker_heartbeat_interval=settings.session_timeout_ms / 3000,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             web_enabled=True,
