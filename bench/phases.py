@@ -5,9 +5,8 @@ import bisect
 import logging
 import random
 import re
-import statistics
 import time
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -38,7 +37,7 @@ SEND_INTERVAL_SECONDS = 0.02
 
 
 def wait_ready(worker: WorkerContender, contender: Contender) -> float | None:
-    """Wait until /readyz answers 200; return the wall-clock time, or None."""
+    """Wait until /readyz returns 200; return the wall-clock time, or None."""
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline and contender.is_running():
         if worker.http_status("/readyz") == 200:
@@ -57,7 +56,7 @@ def live(context: RunContext, rate: float, seconds: float, tenants: int) -> dict
     5m/1m window ending soonest after it (a provisional record, as a rule)
     whose count includes it. Counts carry no event ids, so an event counts as
     included once the window's total reaches the event's rank among the
-    tenant's events in that window, in send order. That holds because one
+    tenant's events in that window, in send order. This is sound because one
     tenant's events stay in order from input partition to counting partition.
     """
     name = f"{context.run_id}-live"
@@ -77,12 +76,13 @@ def live(context: RunContext, rate: float, seconds: float, tenants: int) -> dict
         measured = asyncio.run(_live_run(worker, contender, rate, seconds, tenants))
     finally:
         contender.stop()
-    busy = [sample for sample in contender.samples if sample.at >= measured.pop("started_at")]
+    started_at = measured.pop("started_at")
+    busy = [sample for sample in contender.samples if sample.at >= started_at]
     if len(busy) >= 2:
         measured["cpu_cores_used"] = (busy[-1].cpu_seconds - busy[0].cpu_seconds) / (
             busy[-1].at - busy[0].at
         )
-        measured["peak_rss_bytes"] = max(sample.rss_bytes for sample in busy)
+        measured["peak_rss_bytes"] = max(sample.peak_rss_bytes for sample in busy)
     measured["rate_requested"] = rate
     return measured
 
@@ -180,8 +180,6 @@ async def _read_outputs(
 
 
 def _epoch_ms(text: str) -> int:
-    from datetime import datetime
-
     return int(datetime.fromisoformat(text).timestamp() * 1000)
 
 
@@ -239,7 +237,9 @@ def _live_delays(
 _RESTORED = re.compile(r"restored partition (\d+) from (\d+) journal records in ([0-9.]+) s")
 
 
-def recovery(context: RunContext, events: int, tenants: int) -> dict[str, Any]:
+def recovery(
+    context: RunContext, events: int, tenants: int, timeout_seconds: float
+) -> dict[str, Any]:
     """Process ``events`` of history, stop the worker, restart it and time its return."""
     name = f"{context.run_id}-recovery-{events}"
     workdir = context.workdir / name
@@ -250,7 +250,7 @@ def recovery(context: RunContext, events: int, tenants: int) -> dict[str, Any]:
     first = worker.contender("b-history")
     first.start()
     logger.info("recovery: processing %d events of history", events)
-    finished = first.run_until(worker.counted, load.target, context.timeout_seconds)
+    finished = first.run_until(worker.counted, load.target, timeout_seconds)
     start, end = worker.interval(load.target)
     result: dict[str, Any] = {"events": events, "history_finished": finished,
                               "history": first.summary(start, end, load.target)}
@@ -323,7 +323,7 @@ async def _time_restart(
         "seconds_to_probe_output": None if output_at is None else output_at - started,
         "probe_sent_after_start_seconds": probe_sent_at - started,
         "output_records_before_restart": output_offset_total,
-        "peak_rss_bytes_restart": max((s.rss_bytes for s in contender.samples), default=0),
+        "peak_rss_bytes_restart": max((s.peak_rss_bytes for s in contender.samples), default=0),
     }
 
 
@@ -376,9 +376,3 @@ def memory(context: RunContext, events: int) -> list[dict[str, Any]]:
         })
     return results
 
-
-def median_or_none(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-__all__ = ["live", "recovery", "memory", "Path"]

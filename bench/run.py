@@ -63,6 +63,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=1_200.0,
                         help="seconds a contender may take to count the load before it is "
                              "stopped and reported as unfinished (default: %(default)s)")
+    parser.add_argument("--scrape-interval", type=float, default=0.5,
+                        help="seconds between scrapes of the worker's /metrics in the "
+                             "throughput phase (default: %(default)s)")
     parser.add_argument("--live-rate", type=float, default=None,
                         help="events/s of the live phase (default: half the worker's median "
                              "rate in this run, else 2000)")
@@ -70,6 +73,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds of live input (default: %(default)s)")
     parser.add_argument("--recovery-events", default="1000000",
                         help="comma-separated history sizes for the recovery phase "
+                             "(default: %(default)s)")
+    parser.add_argument("--recovery-timeout", type=float, default=3_600.0,
+                        help="seconds the worker may take to process the recovery history "
                              "(default: %(default)s)")
     parser.add_argument("--memory-events", type=int, default=200_000,
                         help="events per memory-phase run (default: %(default)s)")
@@ -153,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run_id = time.strftime("bench-%Y%m%d-%H%M%S")
     results_path = args.results_dir / f"{run_id}.json"
-    context = RunContext(args.bootstrap_servers, run_id, args.workdir / run_id, args.timeout)
+    context = RunContext(args.bootstrap_servers, run_id, args.workdir / run_id, args.timeout,
+                         args.scrape_interval)
     results: dict[str, Any] = {
         "run_id": run_id,
         "machine": machine_info(),
@@ -189,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     if "recovery" in chosen_phases:
         results["recovery"] = []
         for events in (int(text) for text in args.recovery_events.split(",") if text.strip()):
-            results["recovery"].append(phases.recovery(context, events, args.tenants))
+            results["recovery"].append(
+                phases.recovery(context, events, args.tenants, args.recovery_timeout)
+            )
             save(results, results_path)
 
     if "memory" in chosen_phases:

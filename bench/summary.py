@@ -4,7 +4,6 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from bench import verify
 from bench.throughput import CONTENDERS
 
 MB = 1_000_000
@@ -38,7 +37,7 @@ def throughput_table(results: dict[str, Any]) -> str:
             "rate": _median(run.get("events_per_second") for run in measured),
             "per_cpu": _median(run.get("events_per_cpu_second") for run in measured),
             "rss": _median(run.get("peak_rss_bytes") for run in measured),
-            "changelog": _median(run.get("changelog_records_per_event") for run in finished),
+            "changelog": _median(run.get("changelog_records_per_event") for run in measured),
             "startup": _median(run.get("startup_seconds") for run in measured),
             "counts": all(run.get("counts_match") for run in runs) if runs else False,
         }
@@ -159,5 +158,3 @@ def markdown(results: dict[str, Any]) -> str:
         parts += ["### Memory of the worker", memory_section(results["memory"])]
     return "\n\n".join(parts)
 
-
-__all__ = ["markdown", "verify"]

@@ -9,6 +9,7 @@ reported apart.
 import asyncio
 import logging
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class RunContext:
     run_id: str
     workdir: Path
     timeout_seconds: float
+    scrape_interval_seconds: float = 0.5
 
 
 def run_contender(kind: str, load: Load, repetition: int, context: RunContext) -> dict[str, Any]:
@@ -58,13 +60,17 @@ def run_contender(kind: str, load: Load, repetition: int, context: RunContext) -
         result = _run_peer(kind, name, load, workdir, context)
     result.update({"contender": kind, "name": name, "repetition": repetition,
                    "load_average_before": load_average})
+    if not result.get("finished"):
+        verdict = "not compared (unfinished)"
+    else:
+        verdict = "match" if result.get("counts_match") else "DO NOT MATCH"
     logger.info(
         "%s: %s events/s, %s events per CPU-second, peak RSS %.0f MB, counts %s",
         name,
         _round(result.get("events_per_second")),
         _round(result.get("events_per_cpu_second")),
         result.get("peak_rss_bytes", 0) / 1e6,
-        "match" if result.get("counts_match") else "DO NOT MATCH",
+        verdict,
     )
     return result
 
@@ -98,7 +104,10 @@ def _run_peer(kind: str, name: str, load: Load, workdir: Path, context: RunConte
     finished = contender.run_until(processed, load.target, context.timeout_seconds)
     progress = read_json_file(progress_path) or {}
     start = progress.get("first_at")
-    end = progress.get("done_at") if finished else (contender.samples[-1].at if contender.samples else None)
+    if finished:
+        end = progress.get("done_at")
+    else:
+        end = contender.samples[-1].at if contender.samples else None
     events = load.target if finished else int(progress.get("processed", 0))
     result = contender.summary(start, end, events)
     result.update({"finished": finished, "events_counted": events})
@@ -108,17 +117,16 @@ def _run_peer(kind: str, name: str, load: Load, workdir: Path, context: RunConte
     if kind == "c" and finished:
         time.sleep(2.0)  # the last closed windows are produced right after the last event
     result["exit_code"] = contender.stop()
+    changelogs = asyncio.run(_peer_changelog_topics(context.bootstrap_servers, kind, name))
+    records = sum(asyncio.run(end_offsets(context.bootstrap_servers, changelogs)).values())
+    result["changelog_topics"] = changelogs
+    result["changelog_records"] = records
+    result["changelog_records_per_event"] = records / max(events, 1)
     if not finished:
         result["log_tail"] = contender.log_tail()
         result["counts_match"] = False
         result["counts"] = {"skipped": "the contender did not count every event in time"}
         return result
-
-    changelogs = asyncio.run(_peer_changelog_topics(context.bootstrap_servers, kind, name))
-    records = sum(asyncio.run(end_offsets(context.bootstrap_servers, changelogs)).values())
-    result["changelog_topics"] = changelogs
-    result["changelog_records"] = records
-    result["changelog_records_per_event"] = records / load.events
     result["counts"] = _peer_counts(kind, load, result_path, output_topic, context)
     result["counts_match"] = verify.passed(result["counts"])
     return result
@@ -165,7 +173,8 @@ def _peer_counts(kind: str, load: Load, result_path: Path, output_topic: str,
 
 
 def _run_worker(name: str, load: Load, workdir: Path, context: RunContext) -> dict[str, Any]:
-    worker = WorkerContender(context.bootstrap_servers, name, load.topic, workdir)
+    worker = WorkerContender(context.bootstrap_servers, name, load.topic, workdir,
+                             scrape_interval_seconds=context.scrape_interval_seconds)
     contender = worker.contender()
     contender.start()
     finished = contender.run_until(worker.counted, load.target, context.timeout_seconds)
@@ -175,10 +184,18 @@ def _run_worker(name: str, load: Load, workdir: Path, context: RunContext) -> di
         end = contender.samples[-1].at
     result = contender.summary(start, end, load.target if finished else counted)
     result.update({"finished": finished, "events_counted": counted,
-                   "scrapes": len(worker.history)})
+                   "scrapes": len(worker.history),
+                   "scrape_interval_seconds": context.scrape_interval_seconds,
+                   "scrape_seconds_median": statistics.median(worker.scrape_seconds)
+                   if worker.scrape_seconds else None,
+                   "scrape_seconds_max": max(worker.scrape_seconds, default=None)})
     if not finished:
         result["log_tail"] = contender.log_tail()
         result["exit_code"] = contender.stop()
+        ends = asyncio.run(end_offsets(context.bootstrap_servers, worker.changelog_topics))
+        result["changelog_topics"] = ends
+        result["changelog_records"] = sum(ends.values())
+        result["changelog_records_per_event"] = sum(ends.values()) / max(counted, 1)
         result["counts_match"] = False
         result["counts"] = {"skipped": "the worker did not count every event in time"}
         return result

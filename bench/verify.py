@@ -5,7 +5,7 @@ Two checks, per tenant (flush tenants left out):
 * totals: all events and self-service events over the whole load. The
   aiokafka loop reports them from its minute buckets. For a windowed
   contender they are the largest window of the 24h/1h size: the load spans
-  3 hours, so one 24-hour window holds every event of a tenant.
+  3 hours, so one 24-hour window contains every event of a tenant.
 * window sums: for each window size, the counts summed over all of the
   tenant's windows equal size/step times the totals, because every event lies
   in exactly size/step windows. This fails if any window is missing, counted

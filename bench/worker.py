@@ -43,7 +43,9 @@ class WorkerContender:
     windows: str = DEFAULT_WINDOWS
     extra_environment: Mapping[str, str] = field(default_factory=dict)
     web_port: int = field(default_factory=lambda: free_ports(1)[0])
+    scrape_interval_seconds: float = 0.5
     history: list[tuple[float, float, float]] = field(default_factory=list)
+    scrape_seconds: list[float] = field(default_factory=list)
 
     @property
     def output_topic(self) -> str:
@@ -93,17 +95,26 @@ class WorkerContender:
             return None
 
     def metrics(self) -> dict[str, float] | None:
-        """Return the parsed /metrics, or None unless the worker answers 200."""
+        """Return the parsed /metrics, or None unless the worker returns 200."""
+        started = time.monotonic()
         try:
             with urllib.request.urlopen(  # noqa: S310 - loopback only
                 f"http://127.0.0.1:{self.web_port}/metrics", timeout=10
             ) as response:
-                return parse_metrics(response.read().decode())
+                body = response.read().decode()
         except (urllib.error.URLError, OSError):
             return None
+        self.scrape_seconds.append(time.monotonic() - started)
+        return parse_metrics(body)
 
     def counted(self) -> int | None:
-        """Scrape /metrics and return ``adoption_events_counted_total``; keep consumed too."""
+        """Scrape /metrics and return ``adoption_events_counted_total``; keep consumed too.
+
+        Between scrapes, at most one per ``scrape_interval_seconds``, the last
+        value is returned again.
+        """
+        if self.history and time.time() - self.history[-1][0] < self.scrape_interval_seconds:
+            return int(self.history[-1][2])
         values = self.metrics()
         if values is None:
             return None

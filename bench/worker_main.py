@@ -1,4 +1,4 @@
-"""Run ``adoption-rate worker`` with /metrics answering under aiohttp 3.14.
+"""Run ``adoption-rate worker`` with a working /metrics under aiohttp 3.14.
 
 NOTE: the worker's /metrics handler passes Prometheus' content type
 ``text/plain; version=0.0.4; charset=utf-8`` to Faust's ``Web.bytes``, which
@@ -6,7 +6,7 @@ hands it to ``aiohttp.web.Response``. aiohttp 3.14 raises "charset must not be
 in content_type argument", so every scrape fails with HTTP 500. Until the
 handler is fixed, this launcher moves the charset into its own argument in
 Faust's aiohttp driver and then runs the worker's command line unchanged.
-Once a scrape of the plain ``python -m stream worker`` answers 200, the bench
+Once a scrape of the plain ``python -m stream worker`` returns 200, the bench
 can run that instead.
 """
 

@@ -45,7 +45,7 @@ MAX_BATCHES_IN_FLIGHT = 32
 
 @dataclass
 class Load:
-    """What was written to a topic, and the true counts to compare contenders against."""
+    """A loaded topic and the true counts that contenders are compared against."""
 
     topic: str
     events: int

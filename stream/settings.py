@@ -11,6 +11,7 @@ and environment variables named after the fields with the prefix
 import os
 from functools import reduce
 from math import gcd
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -143,15 +144,17 @@ class Settings(BaseSettings):
         if not self.input_topics:
             raise ValueError("input_topics is empty: name at least one topic to consume")
         if self.processing_guarantee == "exactly_once":
-            # NOTE: faust-streaming 0.15.3 chooses a transactional producer by the
-            # consumer group's topic group of the destination partition. Output and
-            # dead-letter topics are in no group, and a worker in this mode published
-            # no output record in tests. Counts are exact without transactions, by
-            # de-duplication (see docs/design.md).
+            # NOTE: faust-streaming 0.15.3 sends each record in the transaction of
+            # the destination partition and commits that transaction only with
+            # offsets consumed from the same partition number. Watermark ticks and
+            # all-tenants partials then sit in transactions that never commit, and
+            # tests saw no all-tenants record and transactions aborted by the broker.
+            # Counts are exact without transactions, by de-duplication.
             raise ValueError(
                 "processing_guarantee 'exactly_once' is not supported yet: faust-streaming's "
-                "transaction manager published no output record in tests. Use "
-                "'at_least_once', which de-duplicates by event id and counts exactly"
+                "transaction manager never commits the worker's internal records, so windows "
+                "would not close. Use 'at_least_once', which de-duplicates by event id and "
+                "counts exactly"
             )
         if self.dedup_horizon_ms is not None and (
             self.dedup_horizon_ms < self.grace_ms + self.slice_ms
@@ -225,8 +228,28 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+# Variables with the prefix that are not settings of this class.
+OTHER_ADOPTION_VARIABLES = frozenset({"ADOPTION_CONFIG_FILE", "ADOPTION_BROKER_HOME"})
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Reject ``ADOPTION_*`` variables that name no setting, such as a misspelt one."""
+    known = {f"ADOPTION_{name.upper()}" for name in Settings.model_fields}
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith("ADOPTION_") and name not in known | OTHER_ADOPTION_VARIABLES
+    )
+    if unknown:
+        raise ConfigError(
+            f"unknown settings in the environment: {', '.join(unknown)}. Settings are "
+            "ADOPTION_ plus a key of config/adoption-rate.toml in upper case, like ADOPTION_GRACE_MS"
+        )
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, raising :class:`ConfigError` with every problem listed."""
+    check_environment(os.environ)
     try:
         return Settings(**overrides)
     except ValueError as exc:

@@ -26,7 +26,6 @@ class TenantState:
     slices: dict[int, SliceCounts] = field(default_factory=dict)
     pending: set[WindowId] = field(default_factory=set)
     dirty: set[WindowId] = field(default_factory=set)
-    newest_event_ms: int | None = None
 
 
 @dataclass(slots=True)
@@ -100,6 +99,10 @@ class PartitionState:
         self.retention_ms = max(spec.size_ms + spec.step_ms for spec in windows) + grace_ms
 
         self.tenants: dict[str, TenantState] = {}
+        # Newest event time per tenant, kept after the tenant's slices expire so
+        # that the event-age gauge shows how long a quiet tenant has been silent.
+        # After a restore it is known only to the slice.
+        self.newest_event_ms: dict[str, int] = {}
         self.clock_ms: int | None = None
         self.finalized_ms: int | None = None
         self._seen: dict[str, int] = {}
@@ -191,8 +194,8 @@ class PartitionState:
             target = state.slices[start] = {}
         _add_counts(target, counts)
 
-        if state.newest_event_ms is None or start > state.newest_event_ms:
-            state.newest_event_ms = start
+        if start > self.newest_event_ms.get(tenant, -(2**62)):
+            self.newest_event_ms[tenant] = start
         finalized = self.finalized_ms
         for index, spec in enumerate(self.windows):
             for end in window_ends(spec, start):
@@ -213,11 +216,8 @@ class PartitionState:
 
     def note_newest_event(self, tenant: str, occurred_at_ms: int) -> None:
         """Record the newest event time of a tenant, for the event-age metric."""
-        state = self.tenants.get(tenant)
-        if state is not None and (
-            state.newest_event_ms is None or occurred_at_ms > state.newest_event_ms
-        ):
-            state.newest_event_ms = occurred_at_ms
+        if occurred_at_ms > self.newest_event_ms.get(tenant, -(2**62)):
+            self.newest_event_ms[tenant] = occurred_at_ms
 
     # Clock
 

@@ -82,6 +82,25 @@ class AllTenantsState:
                     self.newest_final[spec.name] = window
         return published, writes
 
+    def newest_windows(self) -> list[tuple[WindowSpec, int, WindowCounts]]:
+        """Return, per window size, the newest window ended by every partition's clock.
+
+        A window without data in any partition is left out, like a tenant's.
+        """
+        closed_through = self.closed_through()
+        if closed_through is None:
+            return []
+        windows: list[tuple[WindowSpec, int, WindowCounts]] = []
+        for spec in self.settings.windows:
+            end_ms = closed_through - closed_through % spec.step_ms
+            if (spec.name, end_ms) in self.partials:
+                windows.append((spec, end_ms, self._sum((spec.name, end_ms))))
+                continue
+            final = self.newest_final.get(spec.name)
+            if final is not None and final.end_ms == end_ms:
+                windows.append((spec, end_ms, final.counts))
+        return windows
+
     def closed_through(self) -> int | None:
         """Return the clock up to which every partition has closed its windows."""
         partitions = range(self.settings.internal_partitions)

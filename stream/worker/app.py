@@ -183,7 +183,11 @@ class AdoptionApp:
 
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
-            return web.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp rejects a charset in content_type, and the exposition
+            # format's content type carries one, so it goes in as a header.
+            return web.bytes(
+                generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
@@ -274,11 +278,12 @@ class AdoptionApp:
                 waiting = True
             else:
                 watermarks.append(newest)
+        sent_at_ms = wall_clock_ms()
         if waiting:
-            return Tick(self.sender_id, None, quiet=False)
+            return Tick(self.sender_id, None, quiet=False, sent_at_ms=sent_at_ms)
         if not watermarks:
-            return Tick(self.sender_id, None, quiet=True)
-        return Tick(self.sender_id, min(watermarks), quiet=False)
+            return Tick(self.sender_id, None, quiet=True, sent_at_ms=sent_at_ms)
+        return Tick(self.sender_id, min(watermarks), quiet=False, sent_at_ms=sent_at_ms)
 
     @property
     def _reserved_tenants(self) -> frozenset[str]:
@@ -443,7 +448,10 @@ class AdoptionApp:
             # Between batches every event read so far has been sent, so the
             # watermark may include them; mid-batch the last one sent stands.
             self._sent_watermark = self.input_watermark()
-        value = encode(self._sent_watermark)
+        tick = self._sent_watermark
+        value = encode(
+            Tick(tick.sender, tick.watermark_ms, tick.quiet, sent_at_ms=wall_clock_ms())
+        )
         for partition in range(self.settings.internal_partitions):
             await self.by_tenant_topic.send(key=None, value=value, partition=partition)
 
@@ -544,8 +552,6 @@ class AdoptionApp:
     def _window_samples(self) -> list[WindowSample]:
         samples = list(self.counting.window_samples())
         if self.owns_all_tenants:
-            for window in self.all_tenants.newest_final.values():
-                samples.append(
-                    WindowSample(self.settings.all_tenants, window.spec, window.end_ms, window.counts)
-                )
+            for spec, end_ms, counts in self.all_tenants.newest_windows():
+                samples.append(WindowSample(self.settings.all_tenants, spec, end_ms, counts))
         return samples

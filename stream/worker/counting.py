@@ -186,16 +186,32 @@ class CountingStage:
         While any worker reads input, the clock is the oldest watermark among
         them, so skew between input partitions or a fast replay closes no
         window early. Once every input has been quiet for the idle timeout, a
-        partition with windows still open moves its clock to the wall clock,
-        so the last burst's windows close without waiting for another event.
+        partition that has a clock moves it to the wall clock, so the last
+        burst's windows close without waiting for another event and the gauges
+        of tenants gone quiet empty out. A partition that never had a clock
+        keeps none, so old data replayed into a fresh deployment is not late.
         """
         senders = self._senders.setdefault(partition, {})
         stale_after = max(
             3 * self.settings.idle_timeout_ms / 1000, 10 * self.settings.tick_interval_ms / 1000
         )
-        for sender_id in [key for key, sender in senders.items() if now - sender.received > stale_after]:
-            logger.info("partition %d: no tick from worker %s for %.0f s, ignoring it",
-                        partition, sender_id, stale_after)
+        wall_ms = self._wall_clock()
+        stale = [
+            sender_id
+            for sender_id, sender in senders.items()
+            if now - sender.received > stale_after
+            or (
+                sender.tick.sent_at_ms is not None
+                and wall_ms - sender.tick.sent_at_ms > stale_after * 1000
+            )
+        ]
+        for sender_id in stale:
+            logger.info(
+                "partition %d: no recent tick from worker %s within %.0f s, ignoring it",
+                partition,
+                sender_id,
+                stale_after,
+            )
             del senders[sender_id]
         if not senders:
             return
@@ -210,8 +226,7 @@ class CountingStage:
         idle_seconds = now - self._last_data.get(partition, now)
         if idle_seconds < self.settings.idle_timeout_ms / 1000:
             return
-        wall_ms = self._wall_clock()
-        if state.has_pending_windows():
+        if state.clock_ms is not None or state.has_pending_windows():
             if state.advance_clock(wall_ms):
                 logger.debug("partition %d idle: clock moved to the wall clock", partition)
         else:
@@ -360,12 +375,10 @@ class CountingStage:
                     yield WindowSample(tenant, spec, end_ms, counts)
 
     def tenant_samples(self) -> Iterator[TenantSample]:
-        """Yield the newest event time of every tenant owned here."""
-        all_tenants = self.settings.all_tenants
+        """Yield the newest event time of every tenant owned here, and of all of them."""
         for state in list(self.states.values()):
-            for tenant, tenant_state in state.tenants.items():
-                if tenant != all_tenants and tenant_state.newest_event_ms is not None:
-                    yield TenantSample(tenant, tenant_state.newest_event_ms)
+            for tenant, newest_ms in state.newest_event_ms.items():
+                yield TenantSample(tenant, newest_ms)
 
     def clocks(self) -> Mapping[int, int | None]:
         """Return the event-time clock of each owned partition."""

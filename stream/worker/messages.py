@@ -20,11 +20,14 @@ class Tick(msgspec.Struct, tag="t", array_like=True):
     of the newest event time read from each; ``None`` while an active input
     partition has not delivered a record yet. ``quiet`` is true when none of
     the worker's input partitions has delivered a record for the idle timeout.
+    ``sent_at_ms`` is the sender's wall clock when it built the tick, so a
+    tick read again after a restart is known to be old.
     """
 
     sender: str
     watermark_ms: int | None
     quiet: bool
+    sent_at_ms: int | None = None
 
 
 class Batch(msgspec.Struct, tag="b", array_like=True):

@@ -46,9 +46,6 @@ COUNTING_PARTITIONS = 4
 SELF_SERVICE_CHANNELS = ("knowledge_base", "faq", "chatbot", "community")
 ASSISTED_CHANNELS = ("email", "phone", "live_chat", "ticket")
 PACER_TENANT = "pacer"
-# The worker refreshes its event-time lag gauge every 5 s, so a clock read
-# from it may be up to that much (plus scheduling delay) ahead of the truth.
-GAUGE_REFRESH_SECONDS = 5.0
 WAIT_SECONDS = 120.0
 
 
@@ -96,7 +93,7 @@ def send(bootstrap_servers: str, topic: str, records: Sequence[Outgoing]) -> lis
     """Produce records in order and return where each landed.
 
     Records are sent without waiting for each acknowledgement, so thousands
-    take about a second; the producer keeps the order within a partition.
+    go out in a few batches. The producer keeps the order within a partition.
     """
 
     async def run() -> list[Sent]:
@@ -175,7 +172,8 @@ def counting_partition(tenant: str, partitions: int = COUNTING_PARTITIONS) -> in
     The worker keys that topic by tenant and leaves the choice to the Kafka
     client's default partitioner (murmur2, as the Java client).
     """
-    return (murmur2(tenant.encode()) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(tenant.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 # Output records
@@ -261,7 +259,7 @@ def rate_values(samples: Sequence[Sample], tenant: str, window: str = "5m") -> l
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = WAIT_SECONDS) -> bool:
-    """Poll ``condition`` until it holds or the timeout passes; return its last result."""
+    """Poll ``condition`` and return whether it became true before the timeout."""
     deadline = time.monotonic() + timeout
     while True:
         if condition():
@@ -287,8 +285,12 @@ def wait_for_clock(
 ) -> None:
     """Wait until every counting partition's clock has reached ``clock`` on the test day.
 
-    Fails at once when a clock has jumped to the wall clock: the input went
-    idle, which would make the scenario's arrival order meaningless.
+    The worker refreshes the lag gauge every 5 s, so the clock read from it
+    may run a few seconds ahead. Callers pass the time of the newest event
+    they produced, and every earlier clock value is minutes behind it, so
+    that error cannot pass for the target. A clock that has jumped to the
+    wall clock fails at once, because the input went idle and the scenario's
+    arrival order no longer holds.
     """
     target_ms = epoch_ms(clock)
     tolerance_ms = 2_000
@@ -347,11 +349,15 @@ def new_deployment(
     return create
 
 
-# C1: a quiet stream still closes its last window
+# A quiet stream still closes its last window
 
 
+# Exactly-once processing is rejected at start-up; see stream/settings.py.
+@pytest.mark.parametrize("guarantee", ["at_least_once"])
 def test_quiet_stream_closes_last_window(
-    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+    guarantee: str,
+    new_deployment: Callable[..., Deployment],
+    launch: Callable[..., WorkerProcess],
 ) -> None:
     idle_timeout_ms = 6_000
     tick_interval_ms = 300
@@ -360,6 +366,7 @@ def test_quiet_stream_closes_last_window(
         ADOPTION_WINDOWS="5m/5m",
         ADOPTION_IDLE_TIMEOUT_MS=f"{idle_timeout_ms}ms",
         ADOPTION_TICK_INTERVAL_MS=f"{tick_interval_ms}ms",
+        ADOPTION_PROCESSING_GUARANTEE=guarantee,
     )
     launch(deployment)
 
@@ -393,8 +400,8 @@ def test_quiet_stream_closes_last_window(
     all_tenants = finals_of(records, "*", "5m", end)
     assert [counts_of(record) for record in all_tenants] == [(2, 3)]
 
-    # The window can close only through idleness: the newest event is 08:03:30,
-    # short of 08:07 (end plus grace), and nothing was produced after it.
+    # Only idleness can close the window, because the newest event (08:03:30)
+    # is short of 08:07 (end plus grace) and nothing was produced after it.
     published_ms = next(
         record.timestamp
         for record in records
@@ -413,14 +420,14 @@ def test_fast_replay_publishes_each_window_once(
     deployment = new_deployment("replay", ADOPTION_WINDOWS="5m/5m")
     launch(deployment)
 
-    # Two hours of a past day, in time order within each input partition, read
-    # as fast as the worker can: no window may close before its data is in.
+    # Two hours of a past day, in time order within each input partition, are
+    # read as fast as the worker can. No window may close before its data is in.
     generator = random.Random(20250602)
     start_ms = epoch_ms("06:00:00")
     span_ms = 2 * 3_600_000
     window_ms = 300_000
     by_partition: list[list[tuple[int, str, str, str]]] = [[] for _ in range(4)]
-    expected: Counter[tuple[str, int, bool]] = Counter()
+    tally: Counter[tuple[str, int, bool]] = Counter()
     for number in range(2_400):
         tenant = generator.choice(["r1", "r2"])
         self_service = generator.random() < 0.35
@@ -428,7 +435,7 @@ def test_fast_replay_publishes_each_window_once(
         occurred_at_ms = start_ms + generator.randrange(span_ms)
         end_ms = occurred_at_ms - occurred_at_ms % window_ms + window_ms
         for key_tenant in (tenant, "*"):
-            expected[(key_tenant, end_ms, self_service)] += 1
+            tally[(key_tenant, end_ms, self_service)] += 1
         by_partition[number % 4].append(
             (occurred_at_ms, f"r-{number}", tenant, generator.choice(channels))
         )
@@ -445,17 +452,17 @@ def test_fast_replay_publishes_each_window_once(
                 )
     send(deployment.bootstrap_servers, deployment.input_topic, outgoing)
 
-    wanted = {
+    expected = {
         (tenant, rfc3339(end_ms)): (
-            expected[(tenant, end_ms, True)],
-            expected[(tenant, end_ms, True)] + expected[(tenant, end_ms, False)],
+            tally[(tenant, end_ms, True)],
+            tally[(tenant, end_ms, True)] + tally[(tenant, end_ms, False)],
         )
-        for tenant, end_ms, _ in expected
+        for tenant, end_ms, _ in tally
     }
     records = consume_until(
         deployment.bootstrap_servers,
         [deployment.output_topic],
-        has_finals(*[(tenant, "5m", end) for tenant, end in wanted]),
+        has_finals(*[(tenant, "5m", end) for tenant, end in expected]),
         timeout=180,
     )
 
@@ -468,17 +475,17 @@ def test_fast_replay_publishes_each_window_once(
     assert not repeated, f"windows with more than one final record: {repeated}"
     wrong = {
         key: (count, final_counts.get(key))
-        for key, count in wanted.items()
+        for key, count in expected.items()
         if final_counts.get(key) != [count]
     }
     assert not wrong, f"{len(wrong)} windows differ (expected, got): {sorted(wrong.items())[:5]}"
-    assert len(wanted) == 3 * 24
+    assert len(expected) == 3 * 24
 
     dead_letters = read_all(deployment.bootstrap_servers, deployment.dead_letter_topic)
     assert [headers_of(record) for record in dead_letters] == []
 
 
-# C2: one instant, many spellings; the host's time zone changes nothing
+# One instant in many spellings, and the host's time zone changes nothing
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Tokyo"])
@@ -529,14 +536,14 @@ def test_time_spellings_agree_in_any_zone(
     assert by_value[sent[4].value]["adoption.reason"] == "invalid_time"
 
 
-# C3: late within grace counts; late beyond grace is captured
+# Late within grace counts, and late beyond grace goes to the dead-letter topic
 
 
-def test_late_event_beyond_grace_goes_to_dead_letter(
+def test_late_event_goes_to_dead_letter(
     new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
 ) -> None:
-    # One input partition, so the arrival order below is the order the worker
-    # reads; the idle timeout is long so only the watermark closes windows.
+    # With one input partition, the worker reads the events in the order below.
+    # The idle timeout is long, so only the watermark closes windows.
     deployment = new_deployment(
         "late",
         input_partitions=1,
@@ -590,7 +597,7 @@ def test_late_event_beyond_grace_goes_to_dead_letter(
     assert counter_value(samples, "adoption_events_rejected_total", reason="late") == 1
 
 
-# C6 and C8: bad records never stop the stream; no rate without data
+# Bad records never stop the stream, and a window without data has no rate
 
 
 @dataclass(frozen=True)
@@ -657,16 +664,26 @@ class BadRecordsRun:
     produced: int
     outputs: list[ConsumerRecord]
     dead_letters: list[ConsumerRecord]
-    samples: list[Sample]
+    scraped: list[Sample] | str
     health_status: int | None
     log_tail: str
+
+    @property
+    def samples(self) -> list[Sample]:
+        """Return the /metrics samples taken at the end, failing when the scrape failed."""
+        assert not isinstance(self.scraped, str), f"/metrics failed: {self.scraped}"
+        return self.scraped
 
 
 @pytest.fixture(scope="module")
 def bad_records_run(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BadRecordsRun]:
-    """Run one scenario with a long idle timeout, closing its windows with pacer events."""
+    """Run one scenario with a long idle timeout, closing its windows with pacer events.
+
+    The scenario reads no /metrics before its end, so the dead-letter checks
+    do not depend on the metrics endpoint.
+    """
     deployment = Deployment.create(
         kafka_bootstrap,
         f"bad-{uuid.uuid4().hex[:12]}",
@@ -675,10 +692,17 @@ def bad_records_run(
     )
     worker = WorkerProcess(deployment).start()
     try:
-        first = [(0, b"g1", event("g1", "t4", "chatbot", at("12:00:05"))), *pacers("12:00:05", "p1")]
+        # The late record below must arrive after the clock has passed its
+        # window, which the final record of g0's window shows.
+        first: list[Outgoing] = [
+            (0, b"g0", event("g0", "t4", "faq", at("11:51:00"))),
+            (0, b"g1", event("g1", "t4", "chatbot", at("12:00:05"))),
+            *pacers("12:00:05", "p1"),
+        ]
         send(kafka_bootstrap, deployment.input_topic, first)
-        # The late record must arrive after the clock has reached g1.
-        wait_for_clock(worker, "12:00:05")
+        consume_until(
+            kafka_bootstrap, [deployment.output_topic], has_finals(("t4", "5m", stamp("11:55:00")))
+        )
 
         rest: list[Outgoing] = [
             (number % 4, bad.key, bad.value) for number, bad in enumerate(BAD_RECORDS)
@@ -700,13 +724,18 @@ def bad_records_run(
             lambda found: len(found) >= len(BAD_RECORDS),
             timeout=60,
         )
+        scraped: list[Sample] | str
+        try:
+            scraped = scrape(worker)
+        except OSError as exc:  # urllib's HTTPError and URLError are OSErrors
+            scraped = repr(exc)
         yield BadRecordsRun(
             deployment=deployment,
             bad=list(zip(BAD_RECORDS, sent, strict=False)),
             produced=len(first) + len(rest),
             outputs=outputs,
             dead_letters=read_all(kafka_bootstrap, deployment.dead_letter_topic),
-            samples=scrape(worker),
+            scraped=scraped,
             health_status=worker.http_status("/healthz"),
             log_tail=worker.log_tail(),
         )
@@ -732,6 +761,8 @@ def test_bad_record_kept_in_dead_letter(bad: BadRecord, bad_records_run: BadReco
     assert headers["adoption.reason"] == bad.reason
     assert headers["adoption.source.topic"] == run.deployment.input_topic
     assert headers["adoption.detail"]
+    if bad.reason == "late":
+        assert stamp("11:50:00") in headers["adoption.window"]
 
 
 def test_bad_records_counted_by_reason(bad_records_run: BadRecordsRun) -> None:
@@ -763,7 +794,7 @@ def test_rejected_only_tenant_has_no_rate(bad_records_run: BadRecordsRun) -> Non
     assert all(rate is None for rate in rates), rates
 
     # The scrape happened while the clock was at 12:08, so the newest ended
-    # window is [12:00, 12:05): t4 has a rate there, the rejected tenant none.
+    # window is [12:00, 12:05). There t4 has a rate and the rejected tenant none.
     assert rate_values(run.samples, "t4") == [0.5]
     assert rate_values(run.samples, "t8-rejected") == []
     assert values_of(run.samples, "support_interactions", tenant="t8-rejected") == []

@@ -159,3 +159,17 @@ def test_settings_init_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert Settings(app_id="explicit").app_id == "explicit"
     assert load_settings().app_id == "from-env"
+
+
+def test_exactly_once_rejected_with_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_PROCESSING_GUARANTEE", "exactly_once")
+
+    with pytest.raises(ConfigError, match="at_least_once"):
+        load_settings()
+
+
+def test_misspelt_environment_variable_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_GRACE", "5m")
+
+    with pytest.raises(ConfigError, match="ADOPTION_GRACE"):
+        load_settings()

@@ -335,7 +335,7 @@ def test_idle_partition_without_windows_reports_progress() -> None:
     assert all(record.partition == 0 for record in idle.records)
 
 
-def test_idle_partition_after_closing_keeps_clock() -> None:
+def test_idle_partition_clock_follows_wall_clock() -> None:
     clocks = FakeClocks(at("08:10:00"))
     stage = make_stage(clocks)
     stage.restore(0, [])
@@ -348,9 +348,21 @@ def test_idle_partition_after_closing_keeps_clock() -> None:
     later = stage.process(0, [], [tick("a", None, quiet=True)])
 
     assert closed_at == at("08:10:30")
-    assert stage.clocks()[0] == closed_at
+    assert stage.clocks()[0] == clocks.wall_ms
     assert [partial.finalized_ms for partial in partials(later, stage)] == [clocks.wall_ms]
     assert finals(later, stage.settings) == []
+
+
+def test_replayed_old_tick_ignored() -> None:
+    clocks = FakeClocks(at("08:10:00"))
+    stage = make_stage(clocks)
+    stage.restore(0, [])
+    old = Tick("dead", at("08:00:00"), quiet=False, sent_at_ms=clocks.wall_ms - 3_600_000)
+    fresh = Tick("live", at("08:05:00"), quiet=False, sent_at_ms=clocks.wall_ms)
+
+    stage.process(0, [], [old, fresh])
+
+    assert stage.clocks()[0] == at("08:05:00")
 
 
 # Late events
