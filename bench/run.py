@@ -68,7 +68,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                              "throughput phase (default: %(default)s)")
     parser.add_argument("--live-rate", type=float, default=None,
                         help="events/s of the live phase (default: half the worker's median "
-                             "rate in this run, else 2000)")
+                             "throughput in this run, else 2000)")
     parser.add_argument("--live-seconds", type=float, default=60.0,
                         help="seconds of live input (default: %(default)s)")
     parser.add_argument("--recovery-events", default="1000000",
@@ -130,10 +130,11 @@ def save(results: dict[str, Any], path: Path) -> None:
 
 
 def median_rate(results: dict[str, Any], kind: str) -> float | None:
+    """Return the median events/s of a contender, unfinished runs included."""
     rates = [
         run["events_per_second"]
         for run in results.get("throughput", {}).get(kind, [])
-        if run.get("finished") and run.get("events_per_second")
+        if run.get("events_per_second")
     ]
     return statistics.median(rates) if rates else None
 

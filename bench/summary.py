@@ -23,7 +23,15 @@ def _number(value: float | None, digits: int = 0) -> str:
 def _ratio(value: float | None, reference: float | None) -> str:
     if value is None or not reference:
         return "n/a"
-    return f"{value / reference:.2f}x"
+    return f"{value / reference:.3g}x"
+
+
+def _counts_verdict(runs: list[dict[str, Any]]) -> str:
+    finished = [run for run in runs if run.get("finished")]
+    if not finished:
+        return "not compared (unfinished)"
+    matched = sum(1 for run in finished if run.get("counts_match"))
+    return "yes" if matched == len(finished) else f"no ({len(finished) - matched} runs differ)"
 
 
 def throughput_table(results: dict[str, Any]) -> str:
@@ -39,7 +47,7 @@ def throughput_table(results: dict[str, Any]) -> str:
             "rss": _median(run.get("peak_rss_bytes") for run in measured),
             "changelog": _median(run.get("changelog_records_per_event") for run in measured),
             "startup": _median(run.get("startup_seconds") for run in measured),
-            "counts": all(run.get("counts_match") for run in runs) if runs else False,
+            "counts": _counts_verdict(runs),
         }
     reference = medians.get("a", {})
     lines = [
@@ -55,7 +63,7 @@ def throughput_table(results: dict[str, Any]) -> str:
             f"| {_number(row['rss'] / MB if row['rss'] else None)} "
             f"| {_ratio(row['rss'], reference.get('rss'))} "
             f"| {_number(row['changelog'], 4)} | {_number(row['startup'], 1)} "
-            f"| {'yes' if row['counts'] else 'no'} |"
+            f"| {row['counts']} |"
         )
     return "\n".join(lines)
 
