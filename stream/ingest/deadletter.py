@@ -15,7 +15,7 @@ def dead_letter_headers(
     window: str | None = None,
     window_name: str | None = None,
 ) -> list[tuple[str, bytes]]:
-    """Return the headers that say why and where a record was rejected."""
+    """Return the headers with the reason for and the source of a rejected record."""
     headers = [
         (HEADER_PREFIX + "reason", reason.value.encode()),
         (HEADER_PREFIX + "detail", detail.encode()),

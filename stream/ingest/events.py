@@ -21,7 +21,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Reason(StrEnum):
-    """Why a record went to the dead-letter topic."""
+    """Reason code of a record sent to the dead-letter topic."""
 
     EMPTY_VALUE = "empty_value"
     INVALID_JSON = "invalid_json"
@@ -64,7 +64,7 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
-    """Where a record came from and its exact bytes."""
+    """Source topic, partition, offset and exact bytes of a record."""
 
     topic: str
     partition: int

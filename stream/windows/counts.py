@@ -34,7 +34,7 @@ class WindowCounts:
 
     @property
     def rate(self) -> float | None:
-        """Return self-service / total, or ``None`` when the window holds no interaction."""
+        """Return self-service / total, or ``None`` when the window contains no interaction."""
         total = self.total
         return self.self_service / total if total else None
 

@@ -30,7 +30,7 @@ class TenantState:
 
 @dataclass(slots=True)
 class Delta:
-    """What one batch changed: the unit written to the changelog and replayed on restore."""
+    """Changes made by one batch: the unit written to the changelog and replayed on restore."""
 
     counts: dict[tuple[str, int], SliceCounts] = field(default_factory=dict)
     ids: dict[tuple[str, int], list[str]] = field(default_factory=dict)
@@ -59,7 +59,7 @@ class LateEvent:
 
 @dataclass(slots=True)
 class BatchOutcome:
-    """What happened to the events of one batch."""
+    """Outcome of one batch's events: counted, duplicate or late."""
 
     counted: int = 0
     duplicates: dict[str, int] = field(default_factory=dict)

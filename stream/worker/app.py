@@ -357,8 +357,8 @@ class AdoptionApp:
 
             await self._send_all(output.records)
             if output.finals:
-                # A journal record that says "closed" must never become durable
-                # before the final records it vouches for.
+                # A journal record that marks windows closed must not become
+                # durable before their final records are.
                 await self.app.producer.flush()
             for key, value in output.journal:
                 if value is None:
@@ -446,7 +446,7 @@ class AdoptionApp:
             logger.warning("failed to read input end offsets: %r", exc)
         if not self._ingesting:
             # Between batches every event read so far has been sent, so the
-            # watermark may include them; mid-batch the last one sent stands.
+            # watermark may include them; mid-batch the last one sent is kept.
             self._sent_watermark = self.input_watermark()
         tick = self._sent_watermark
         value = encode(

@@ -41,7 +41,7 @@ class OutgoingRecord:
 
 @dataclass(slots=True)
 class PartitionOutput:
-    """What processing a partition's batch produced."""
+    """Records, journal writes and counts that one partition's batch produced."""
 
     records: list[OutgoingRecord] = field(default_factory=list)
     journal: list[tuple[bytes, bytes | None]] = field(default_factory=list)
