@@ -24,6 +24,9 @@ class TenantState:
     """The slices of one tenant and which of its windows await publishing."""
 
     slices: dict[int, SliceCounts] = field(default_factory=dict)
+    # Per window spec, the counts of each step-long span: a window is the sum
+    # of size/step of them, so a 24h window stepping by 1h sums 24, not 1,440 slices.
+    steps: list[dict[int, SliceCounts]] = field(default_factory=list)
     pending: set[WindowId] = field(default_factory=set)
     dirty: set[WindowId] = field(default_factory=set)
 
@@ -97,6 +100,7 @@ class PartitionState:
         self.dedup_horizon_ms = dedup_horizon_ms
         self.all_tenants = all_tenants
         self.retention_ms = max(spec.size_ms + spec.step_ms for spec in windows) + grace_ms
+        self._spec_index = {spec: index for index, spec in enumerate(windows)}
 
         self.tenants: dict[str, TenantState] = {}
         # Newest event time per tenant, kept after the tenant's slices expire so
@@ -188,11 +192,17 @@ class PartitionState:
     def _add_to_tenant(self, tenant: str, start: int, counts: SliceCounts) -> None:
         state = self.tenants.get(tenant)
         if state is None:
-            state = self.tenants[tenant] = TenantState()
+            state = self.tenants[tenant] = TenantState(steps=[{} for _ in self.windows])
         target = state.slices.get(start)
         if target is None:
             target = state.slices[start] = {}
         _add_counts(target, counts)
+        for spec, steps in zip(self.windows, state.steps, strict=True):
+            step_start = start - start % spec.step_ms
+            step_counts = steps.get(step_start)
+            if step_counts is None:
+                step_counts = steps[step_start] = {}
+            _add_counts(step_counts, counts)
 
         if start > self.newest_event_ms.get(tenant, -(2**62)):
             self.newest_event_ms[tenant] = start
@@ -251,14 +261,32 @@ class PartitionState:
         return closed
 
     def take_provisional(self) -> list[ClosedWindow]:
-        """Return the open windows changed since the last call, and forget the changes."""
+        """Return, per tenant and window size, the changed windows a reader watches.
+
+        These are the window that closes next and the newest one that has
+        ended, which the gauges show until it is final. Other open windows
+        overlap them and get their final record when they close. The changes
+        are then forgotten.
+        """
         changed: list[ClosedWindow] = []
+        clock = self.clock_ms
         for tenant, state in self.tenants.items():
             if not state.dirty:
                 continue
-            for window in sorted(state.dirty, key=lambda item: (item[1], item[0])):
-                if window in state.pending:
-                    changed.append(self._window(tenant, state, window, final=False))
+            chosen: set[WindowId] = set()
+            next_end: dict[int, int] = {}
+            for window in state.dirty:
+                index, end = window
+                if window not in state.pending:
+                    continue
+                if clock is None or end > clock:
+                    if end < next_end.get(index, 2**62):
+                        next_end[index] = end
+                elif end == clock - clock % self.windows[index].step_ms:
+                    chosen.add(window)
+            chosen.update(next_end.items())
+            for window in sorted(chosen, key=lambda item: (item[1], item[0])):
+                changed.append(self._window(tenant, state, window, final=False))
             state.dirty.clear()
         return changed
 
@@ -273,11 +301,11 @@ class PartitionState:
         )
 
     def sum_window(self, state: TenantState, spec: WindowSpec, end_ms: int) -> WindowCounts:
-        """Sum the slices of the window of ``spec`` that ends at ``end_ms``."""
+        """Sum the step-long spans of the window of ``spec`` that ends at ``end_ms``."""
         counts = WindowCounts()
-        slices = state.slices
-        for start in slices_of_window(end_ms, spec, self.slice_ms):
-            found = slices.get(start)
+        steps = state.steps[self._spec_index[spec]]
+        for start in slices_of_window(end_ms, spec, spec.step_ms):
+            found = steps.get(start)
             if found is not None:
                 counts.add_slice(found)
         return counts
@@ -301,6 +329,10 @@ class PartitionState:
         for state in self.tenants.values():
             for start in [start for start in state.slices if start < slices_before]:
                 del state.slices[start]
+            for spec, steps in zip(self.windows, state.steps, strict=True):
+                # A span goes once the last slice in it has gone.
+                for start in [start for start in steps if start + spec.step_ms <= slices_before]:
+                    del steps[start]
         empty = [
             tenant
             for tenant, state in self.tenants.items()
