@@ -34,6 +34,7 @@ LIVE_WINDOW_MS = 300_000
 LIVE_STEP_MS = 60_000
 DRAIN_SECONDS = 10.0
 SEND_INTERVAL_SECONDS = 0.02
+RECENT_HISTORY_ENDS_BEFORE_NOW_MS = 60_000
 
 
 def wait_ready(worker: WorkerContender, contender: Contender) -> float | None:
@@ -244,8 +245,12 @@ def recovery(
     name = f"{context.run_id}-recovery-{events}"
     workdir = context.workdir / name
     workdir.mkdir(parents=True, exist_ok=True)
+    # The history ends a minute before now. Older history would be expired by
+    # the worker itself: once the input is idle, it moves the clock to the wall
+    # clock, and slices older than the longest window plus grace are dropped.
     load = asyncio.run(load_topic(context.bootstrap_servers, f"{name}-input", events,
-                                  tenants=tenants, flush=False))
+                                  tenants=tenants, flush=False,
+                                  ends_before_now_ms=RECENT_HISTORY_ENDS_BEFORE_NOW_MS))
     worker = WorkerContender(context.bootstrap_servers, name, load.topic, workdir)
     first = worker.contender("b-history")
     first.start()

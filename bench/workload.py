@@ -142,15 +142,17 @@ async def load_topic(
     seed: int = 1,
     span_ms: int = SPAN_MS,
     flush: bool = True,
+    ends_before_now_ms: int = LOAD_ENDS_BEFORE_NOW_MS,
 ) -> Load:
     """Create ``topic`` with 4 partitions and produce ``events`` events, then the flush events.
 
     Without ``flush`` the windows stay open, as in a service that has
-    processed a history and waits for more.
+    processed a history and waits for more. ``ends_before_now_ms`` places the
+    last event that long before the wall clock.
     """
     await create_topics(bootstrap_servers, {topic: PARTITIONS})
     now_ms = time.time_ns() // 1_000_000
-    start_ms = now_ms - LOAD_ENDS_BEFORE_NOW_MS - span_ms
+    start_ms = now_ms - ends_before_now_ms - span_ms
     start_ms -= start_ms % 60_000
     generator = random.Random(seed)
     names = tenant_names(tenants)

@@ -61,16 +61,22 @@ def add_demo_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo and return the exit status."""
+    started_broker: Any = None
     try:
-        return asyncio.run(_demo(args))
+        bootstrap_servers, started_broker = _bootstrap_servers()
+        return asyncio.run(_demo(args, bootstrap_servers))
     except KeyboardInterrupt:
         return 130
     except AdoptionRateError as exc:
         print(f"adoption-rate demo: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if started_broker is not None:
+            print("stopping the local Kafka broker the demo started")
+            started_broker.stop()
 
 
-async def _demo(args: argparse.Namespace) -> int:
+async def _demo(args: argparse.Namespace, bootstrap_servers: str) -> int:
     mapping = None
     if args.file is not None:
         if not args.file.is_file():
@@ -78,7 +84,6 @@ async def _demo(args: argparse.Namespace) -> int:
         mapping_name = args.mapping or _guess_mapping(args.file)
         mapping = load_mapping(mapping_name) if mapping_name else None
 
-    bootstrap_servers = _bootstrap_servers()
     run_id = time.strftime("%Y%m%d-%H%M%S")
     app_id = f"adoption-demo-{run_id}"
     environment = {
@@ -151,18 +156,20 @@ def _guess_mapping(path: Path) -> str | None:
     return None
 
 
-def _bootstrap_servers() -> str:
+def _bootstrap_servers() -> tuple[str, Any]:
+    """Return the broker to use, and the local broker if the demo started it."""
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get(
         "ADOPTION_BOOTSTRAP_SERVERS"
     )
     if configured:
-        return configured
+        return configured, None
     from stream.broker.local import LocalBroker
 
     broker = LocalBroker()
     if broker.start():
         print(f"started the local Kafka broker ({broker.layout.home})")
-    return broker.bootstrap_servers
+        return broker.bootstrap_servers, broker
+    return broker.bootstrap_servers, None
 
 
 async def _wait_ready(port: int, worker: "subprocess.Popen[bytes]", timeout: float = 120.0) -> None:

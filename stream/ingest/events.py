@@ -86,8 +86,8 @@ def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejec
         if epoch_ms < MIN_EPOCH_MS:
             return Rejection(
                 Reason.INVALID_TIME,
-                f"occurred_at {value!r} is below 10^11: epoch seconds are not accepted, "
-                "send epoch milliseconds",
+                f"occurred_at {value!r} is below 10^11, before 1973: send epoch "
+                "milliseconds, not seconds",
             )
     elif isinstance(value, str):
         try:
@@ -112,6 +112,10 @@ def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejec
             + since_epoch.seconds * 1_000
             + since_epoch.microseconds // 1_000
         )
+        if epoch_ms < MIN_EPOCH_MS:
+            return Rejection(
+                Reason.INVALID_TIME, f"occurred_at {value!r} is before 1973, which is not accepted"
+            )
     else:
         return Rejection(
             Reason.INVALID_TYPE,
@@ -134,7 +138,29 @@ def _optional_str(document: dict[str, Any], field: str) -> str | None | Rejectio
     return Rejection(Reason.INVALID_TYPE, f"{field} must be a string, got {type(value).__name__}")
 
 
+MAX_DETAIL_CHARS = 500
+
+
 def parse_event(
+    source: SourceRecord,
+    **options: Any,
+) -> Interaction | Rejection:
+    """Decode, validate and classify one record; never raise for bad input.
+
+    Takes the keyword arguments of :func:`_parse_event`. Any unexpected error
+    while reading the record becomes an ``invalid_json`` rejection, and the
+    detail is cut to a bounded length so the dead-letter record stays small.
+    """
+    try:
+        result = _parse_event(source, **options)
+    except (RecursionError, UnicodeError, ValueError, TypeError, OverflowError) as exc:
+        result = Rejection(Reason.INVALID_JSON, f"value cannot be read: {exc!r}")
+    if isinstance(result, Rejection) and len(result.detail) > MAX_DETAIL_CHARS:
+        return Rejection(result.reason, result.detail[:MAX_DETAIL_CHARS] + "…")
+    return result
+
+
+def _parse_event(
     source: SourceRecord,
     *,
     channels: ChannelTable,
@@ -144,13 +170,12 @@ def parse_event(
     now_ms: int,
     max_future_ms: int,
 ) -> Interaction | Rejection:
-    """Decode, validate and classify one record."""
     raw = source.value
     if not raw:
         return Rejection(Reason.EMPTY_VALUE, "record value is empty")
     try:
         document = _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError) as exc:
         return Rejection(Reason.INVALID_JSON, f"value is not valid JSON: {exc}")
     if not isinstance(document, dict):
         return Rejection(

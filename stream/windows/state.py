@@ -408,7 +408,7 @@ class PartitionState:
                 continue
             for start, counts in state.slices.items():
                 current.counts[(tenant, start)] = dict(counts)
-                entries += 1
+                entries += len(counts)
                 if entries >= max_entries:
                     deltas.append(current)
                     current, entries = Delta(), 0
@@ -423,7 +423,7 @@ class PartitionState:
                     deltas.append(current)
                     current, entries = Delta(), 0
                 current.ids[key] = event_ids[offset : offset + max_entries]
-                entries += 1
+                entries += len(current.ids[key])
         deltas.append(current)
         for delta in deltas:
             delta.clock_ms = self.clock_ms

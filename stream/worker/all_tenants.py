@@ -6,6 +6,7 @@ every partition has closed it, so the figure is one correct number however
 tenants are spread over partitions and workers.
 """
 
+import logging
 from dataclasses import dataclass, field
 
 import msgspec
@@ -15,6 +16,7 @@ from stream.windows.counts import SliceCounts, WindowCounts
 from stream.windows.spec import WindowSpec
 from stream.worker.messages import Partial
 
+logger = logging.getLogger(__name__)
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
@@ -44,8 +46,22 @@ class AllTenantsState:
         """Take one partial; return the windows to publish and the table entries to write."""
         writes: dict[bytes, bytes | None] = {}
         changed: set[tuple[str, int]] = set()
+        closed_before = self.closed_through()
         for sums in partial.windows:
             key = (sums.window, sums.end_ms)
+            if (
+                closed_before is not None
+                and key not in self.partials
+                and sums.end_ms + self.settings.grace_ms <= closed_before
+            ):
+                # Its final record is out; a second, partial one would contradict it.
+                logger.warning(
+                    "ignored partial of partition %d for window %s ending %s, already final",
+                    partial.partition,
+                    sums.window,
+                    sums.end_ms,
+                )
+                continue
             by_partition = self.partials.setdefault(key, {})
             by_partition[partial.partition] = {
                 (int(cls), str(channel)): int(number) for cls, channel, number in sums.counts

@@ -11,12 +11,13 @@ The counting state of each partition is kept in memory and journaled to the
 ``journal`` table, one record per batch; see :mod:`stream.windows.journal`.
 """
 
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import faust
@@ -37,6 +38,44 @@ from stream.worker.counting import CountingStage, OutgoingRecord
 from stream.worker.messages import Batch, Tick, decode_internal, decode_partial, encode
 
 logger = logging.getLogger(__name__)
+
+# Kafka's default limit on a record is 1 MiB; internal records stay well below it.
+MAX_BATCH_BYTES = 512 * 1024
+# Exit status of a worker stopped by an unexpected error in an agent.
+EXIT_AGENT_FAILED = 70
+
+
+@contextlib.contextmanager
+def stop_on_error(agent: str) -> Iterator[None]:
+    """Stop the process when an agent's batch fails, instead of skipping the batch.
+
+    Faust would restart the agent and acknowledge the failed batch, losing it.
+    Exiting before the next commit makes the restarted worker read the batch
+    again; de-duplication keeps what was already counted from counting twice.
+    """
+    try:
+        yield
+    except Exception:
+        logger.critical("agent %s failed; stopping the worker so no batch is skipped",
+                        agent, exc_info=True)
+        logging.shutdown()
+        os._exit(EXIT_AGENT_FAILED)
+
+
+def split_by_size(interactions: list[Interaction], max_bytes: int) -> Iterator[list[Interaction]]:
+    """Split interactions into lists whose raw values add up to at most ``max_bytes``."""
+    chunk: list[Interaction] = []
+    size = 0
+    for interaction in interactions:
+        # The parsed fields roughly double a value's size on the internal topic.
+        cost = 2 * len(interaction.raw_value) + 200
+        if chunk and size + cost > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(interaction)
+        size += cost
+    if chunk:
+        yield chunk
 
 
 class AdoptionApp:
@@ -145,19 +184,22 @@ class AdoptionApp:
         @app.agent(self.input_topic, name="ingest")
         async def ingest(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(settings.batch_max_events, within_seconds):
-                await self._ingest(events)
+                with stop_on_error("ingest"):
+                    await self._ingest(events)
                 yield None
 
         @app.agent(self.by_tenant_topic, name="count")
         async def count(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(settings.batch_max_events, within_seconds):
-                await self._count(events)
+                with stop_on_error("count"):
+                    await self._count(events)
                 yield None
 
         @app.agent(self.all_tenants_topic, name="all-tenants")
         async def add_all_tenants(stream: Any) -> AsyncIterator[None]:
             async for event in stream.events():
-                await self._add_all_tenants(event)
+                with stop_on_error("all-tenants"):
+                    await self._add_all_tenants(event)
                 yield None
 
         @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
@@ -245,15 +287,19 @@ class AdoptionApp:
                 await self._reject(source, result)
                 continue
             by_tenant.setdefault(result.tenant, []).append(result)
-            if result.occurred_at_ms > newest_by_partition.get(tp, -(2**62)):
-                newest_by_partition[tp] = result.occurred_at_ms
+            # An event from a fast clock must not move the watermark past the
+            # wall clock, or every on-time event after it would be late.
+            watermark_ms = min(result.occurred_at_ms, now_ms)
+            if watermark_ms > newest_by_partition.get(tp, -(2**62)):
+                newest_by_partition[tp] = watermark_ms
 
         # Events of this batch may be older than the watermark computed after it,
         # so they travel with the previous one; the new one follows them.
         for tenant, interactions in by_tenant.items():
-            await self.by_tenant_topic.send(
-                key=tenant.encode(), value=encode(Batch(interactions, self._sent_watermark))
-            )
+            for chunk in split_by_size(interactions, MAX_BATCH_BYTES):
+                await self.by_tenant_topic.send(
+                    key=tenant.encode(), value=encode(Batch(chunk, self._sent_watermark))
+                )
         for topic, number in consumed.items():
             self.metrics.consumed.labels(topic).inc(number)
         self._sent_watermark = await self._current_watermark()

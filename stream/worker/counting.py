@@ -24,7 +24,8 @@ from stream.worker.messages import Partial, Tick, WindowSums, encode
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_ENTRIES = 2_000
+SNAPSHOT_ENTRIES = 10_000
+PARTIAL_WINDOWS_PER_RECORD = 200
 COMPACT_AFTER_RECORDS = 256
 
 
@@ -80,7 +81,6 @@ class CountingStage:
         self._senders: dict[int, dict[str, _Sender]] = {}
         self._journaled_progress: dict[int, tuple[int | None, int | None]] = {}
         self._partial_progress: dict[int, int | None] = {}
-        self._empty_progress: dict[int, int] = {}
         self.alerts = AlertDetector(alert_rules(settings))
 
     # Partition lifecycle
@@ -139,7 +139,6 @@ class CountingStage:
             self._senders.pop(partition, None)
             self._journaled_progress.pop(partition, None)
             self._partial_progress.pop(partition, None)
-            self._empty_progress.pop(partition, None)
         if dropped:
             logger.info("released counting state of partitions %s", sorted(dropped))
         return dropped
@@ -226,11 +225,10 @@ class CountingStage:
         idle_seconds = now - self._last_data.get(partition, now)
         if idle_seconds < self.settings.idle_timeout_ms / 1000:
             return
-        if state.clock_ms is not None or state.has_pending_windows():
-            if state.advance_clock(wall_ms):
-                logger.debug("partition %d idle: clock moved to the wall clock", partition)
-        else:
-            self._empty_progress[partition] = wall_ms
+        if (state.clock_ms is not None or state.has_pending_windows()) and state.advance_clock(
+            wall_ms
+        ):
+            logger.debug("partition %d idle: clock moved to the wall clock", partition)
 
     def _publish(
         self, partition: int, state: PartitionState, output: PartitionOutput, now: float
@@ -293,19 +291,24 @@ class CountingStage:
                 output.provisionals += 1
 
         progress = state.finalized_ms
-        empty_progress = self._empty_progress.get(partition)
-        if empty_progress is not None and (progress is None or empty_progress > progress):
-            progress = empty_progress
         if partial_windows or self._partial_progress.get(partition) != progress:
             self._partial_progress[partition] = progress
-            output.records.append(
-                OutgoingRecord(
-                    self.all_tenants_topic,
-                    None,
-                    encode(Partial(partition, progress, partial_windows)),
-                    partition=0,
+            # Several records when there are many windows, each below Kafka's size limit.
+            chunks = [
+                partial_windows[start : start + PARTIAL_WINDOWS_PER_RECORD]
+                for start in range(0, len(partial_windows), PARTIAL_WINDOWS_PER_RECORD)
+            ] or [[]]
+            for number, chunk in enumerate(chunks):
+                # Progress goes with the last chunk only, after every window it closes.
+                chunk_progress = progress if number == len(chunks) - 1 else None
+                output.records.append(
+                    OutgoingRecord(
+                        self.all_tenants_topic,
+                        None,
+                        encode(Partial(partition, chunk_progress, chunk)),
+                        partition=0,
+                    )
                 )
-            )
         state.expire()
 
     @property

@@ -205,10 +205,29 @@ def test_parse_event_time_milliseconds_kept(channels: ChannelTable) -> None:
     assert event.occurred_at_ms == INSTANT_MS + 950
 
 
-def test_parse_event_time_before_1970(channels: ChannelTable) -> None:
-    event = accepted(parse_fields(channels, occurred_at="1969-12-31T23:59:59.500Z"))
+def test_parse_event_time_before_1973_rejected(channels: ChannelTable) -> None:
+    for text in ("1969-12-31T23:59:59.500Z", "0001-01-01T00:00:00Z", "1900-01-01T00:00:00Z"):
+        rejection = parse_fields(channels, occurred_at=text)
 
-    assert event.occurred_at_ms == -500
+        assert isinstance(rejection, Rejection), text
+        assert rejection.reason == Reason.INVALID_TIME, text
+
+
+def test_parse_event_deep_nesting_rejected(channels: ChannelTable) -> None:
+    raw = b"[" * 100_000 + b"]" * 100_000
+
+    rejection = parse_event(
+        SourceRecord("t", 0, 0, None, raw),
+        channels=channels,
+        count_unknown_channels=False,
+        default_tenant="default",
+        now_ms=INSTANT_MS,
+        max_future_ms=300_000,
+    )
+
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == Reason.INVALID_JSON
+    assert len(rejection.detail) <= 501
 
 
 @pytest.mark.parametrize("occurred_at", [1_748_873_220, 0, 99_999_999_999])
@@ -330,4 +349,6 @@ def test_parse_event_host_time_zone_ignored(
     values = parse_time_spellings(channels)
 
     assert time.localtime(INSTANT_MS // 1000).tm_gmtoff == utc_offset_seconds
-    assert values == [INSTANT_MS, INSTANT_MS, INSTANT_MS, Reason.TIME_WITHOUT_OFFSET, -500]
+    assert values == [
+        INSTANT_MS, INSTANT_MS, INSTANT_MS, Reason.TIME_WITHOUT_OFFSET, Reason.INVALID_TIME
+    ]

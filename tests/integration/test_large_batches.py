@@ -1,0 +1,57 @@
+"""A busy tenant's batch is larger than a Kafka record may be, and nothing is lost."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import (
+    Deployment,
+    WorkerProcess,
+    consume_until,
+    event,
+    has_final,
+    final_records,
+    produce,
+)
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 12_000
+PADDING = "x" * 300
+
+
+def test_busy_tenant_batches_split_not_lost(
+    kafka_bootstrap: str, unique_name: Any, tmp_path: Path
+) -> None:
+    deployment = Deployment.create(
+        kafka_bootstrap,
+        unique_name("large"),
+        tmp_path,
+        input_partitions=1,
+        settings={"ADOPTION_WINDOWS": "1h/1h", "ADOPTION_BATCH_MAX_EVENTS": "5000"},
+    )
+    produce(
+        kafka_bootstrap,
+        deployment.input_topic,
+        [
+            event(f"big-{number}", "bulk", "faq" if number % 4 == 0 else "phone",
+                  f"2025-06-02T09:{number % 60:02d}:00Z", segment=PADDING)
+            for number in range(EVENTS)
+        ],
+    )
+    worker = WorkerProcess(deployment).start()
+    try:
+        records = consume_until(
+            kafka_bootstrap,
+            [deployment.output_topic],
+            has_final("bulk", "1h", "2025-06-02T10:00:00.000Z"),
+            timeout=180,
+        )
+    finally:
+        worker.stop()
+
+    final = final_records(records)[("bulk", "1h", "2025-06-02T10:00:00.000Z")]
+    assert final["total"] == EVENTS, worker.log_tail()
+    assert final["self_service"] == EVENTS // 4
+    assert "MessageSizeTooLarge" not in worker.log_path.read_text()
