@@ -81,6 +81,7 @@ class CountingStage:
         self._senders: dict[int, dict[str, _Sender]] = {}
         self._journaled_progress: dict[int, tuple[int | None, int | None]] = {}
         self._partial_progress: dict[int, int | None] = {}
+        self._empty_progress: dict[int, int] = {}
         self.alerts = AlertDetector(alert_rules(settings))
 
     # Partition lifecycle
@@ -139,6 +140,7 @@ class CountingStage:
             self._senders.pop(partition, None)
             self._journaled_progress.pop(partition, None)
             self._partial_progress.pop(partition, None)
+            self._empty_progress.pop(partition, None)
         if dropped:
             logger.info("released counting state of partitions %s", sorted(dropped))
         return dropped
@@ -225,10 +227,15 @@ class CountingStage:
         idle_seconds = now - self._last_data.get(partition, now)
         if idle_seconds < self.settings.idle_timeout_ms / 1000:
             return
-        if (state.clock_ms is not None or state.has_pending_windows()) and state.advance_clock(
-            wall_ms
-        ):
-            logger.debug("partition %d idle: clock moved to the wall clock", partition)
+        if state.clock_ms is not None or state.has_pending_windows():
+            if state.advance_clock(wall_ms):
+                logger.debug("partition %d idle: clock moved to the wall clock", partition)
+        else:
+            # NOTE: a partition that never had a clock tells the all-tenants
+            # figure it holds nothing up to now, so that figure does not wait for
+            # it forever. Older events that reach it later are counted for their
+            # tenant, but the all-tenants windows already final leave them out.
+            self._empty_progress[partition] = wall_ms
 
     def _publish(
         self, partition: int, state: PartitionState, output: PartitionOutput, now: float
@@ -291,6 +298,9 @@ class CountingStage:
                 output.provisionals += 1
 
         progress = state.finalized_ms
+        empty_progress = self._empty_progress.get(partition)
+        if empty_progress is not None and (progress is None or empty_progress > progress):
+            progress = empty_progress
         if partial_windows or self._partial_progress.get(partition) != progress:
             self._partial_progress[partition] = progress
             # Several records when there are many windows, each below Kafka's size limit.

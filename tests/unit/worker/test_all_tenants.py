@@ -174,3 +174,17 @@ def test_restore_from_written_entries(settings: Settings) -> None:
         ("5m", END, 3, 5, True),
         ("5m", END + 5 * MINUTE_MS, 0, 4, True),
     ]
+
+
+def test_partial_after_final_ignored(settings: Settings) -> None:
+    state = AllTenantsState(settings)
+    closed = END + GRACE_MS
+    state.apply(Partial(0, None, [sums("5m", END, 2, 1)]))
+    for partition in range(3):
+        state.apply(Partial(partition, closed, []))
+
+    late, writes = state.apply(Partial(1, closed, [sums("5m", END, 1, 1)]))
+
+    assert late == []
+    assert writes == {}
+    assert state.newest_final["5m"].counts.total == 3

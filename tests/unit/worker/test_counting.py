@@ -319,7 +319,7 @@ def test_quiet_sender_ignored_while_other_active() -> None:
     assert stage.clocks()[0] == at("08:04:10")
 
 
-def test_clockless_partition_reports_no_progress() -> None:
+def test_clockless_partition_reports_wall_progress() -> None:
     clocks = FakeClocks(at("08:10:00"))
     stage = make_stage(clocks)
     stage.restore(1, [])
@@ -329,11 +329,10 @@ def test_clockless_partition_reports_no_progress() -> None:
     clocks.advance(IDLE_TIMEOUT_SECONDS)
     idle = stage.process(1, [], [tick("a", None, quiet=True)])
 
-    # A partition that never had a clock claims no progress: data may still come
-    # to it, and the all-tenants figure must wait for it.
     assert partials(early, stage) == []
     assert stage.clocks()[1] is None
-    assert partials(idle, stage) == []
+    assert partials(idle, stage) == [Partial(partition=1, finalized_ms=clocks.wall_ms, windows=[])]
+    assert all(record.partition == 0 for record in idle.records)
 
 
 def test_idle_partition_clock_follows_wall_clock() -> None:
