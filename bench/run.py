@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -122,6 +123,19 @@ def versions(broker_version: str) -> dict[str, str]:
     return found
 
 
+def source_version() -> dict[str, Any]:
+    """Return the commit of the worker's source and whether stream/ has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        changes = subprocess.run(["git", "status", "--porcelain", "stream"], cwd=root,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return {"error": f"git failed: {exc}"}
+    return {"commit": commit, "stream_has_uncommitted_changes": bool(changes)}
+
+
 def save(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
@@ -166,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "run_id": run_id,
         "machine": machine_info(),
         "versions": versions(args.broker_version),
+        "source": source_version(),
         "arguments": {key: str(value) for key, value in vars(args).items()},
         "phases": chosen_phases,
     }

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from bench.worker import WorkerContender
 from bench.workload import Load
 
 logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 CONTENDERS = {
     "a": "aiokafka loop",
@@ -53,13 +56,16 @@ def run_contender(kind: str, load: Load, repetition: int, context: RunContext) -
     workdir = context.workdir / name
     workdir.mkdir(parents=True, exist_ok=True)
     load_average = os.getloadavg()
+    # The worker imports its source when it starts; record which source that was.
+    source = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True).stdout.strip()
     logger.info("running %s (%s) on %s", name, CONTENDERS[kind], load.topic)
     if kind == "b":
         result = _run_worker(name, load, workdir, context)
     else:
         result = _run_peer(kind, name, load, workdir, context)
     result.update({"contender": kind, "name": name, "repetition": repetition,
-                   "load_average_before": load_average})
+                   "load_average_before": load_average, "source_at_start": source})
     if not result.get("finished"):
         verdict = "not compared (unfinished)"
     else:

@@ -76,9 +76,7 @@ class WorkerContender:
         }
         return Contender(
             name=name,
-            # bench.worker_main runs `python -m stream worker` with /metrics working,
-            # see the note in that module.
-            command=[sys.executable, "-m", "bench.worker_main", "worker"],
+            command=[sys.executable, "-m", "stream", "worker"],
             environment=environment,
             log_path=self.workdir / "worker.log",
         )

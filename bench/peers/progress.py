@@ -31,7 +31,7 @@ def peer_arguments(description: str) -> argparse.ArgumentParser:
 
 
 class Progress:
-    """Counts processed records and writes the count with wall-clock times."""
+    """A count of processed records, written to the progress file with wall-clock times."""
 
     def __init__(self, path: Path, target: int) -> None:
         self.path = path
