@@ -3,7 +3,7 @@
 Counters and process-wide gauges live in :class:`WorkerMetrics`. The window
 gauges (rate and counts per tenant and window) are computed at scrape time
 from the counting state by :class:`stream.metrics.windows.WindowCollector`,
-so a series exists only while its window holds data and its partition is
+so a series exists only while its window contains data and its partition is
 assigned to this worker.
 """
 

@@ -231,7 +231,7 @@ class CountingStage:
             if state.advance_clock(wall_ms):
                 logger.debug("partition %d idle: clock moved to the wall clock", partition)
         else:
-            # NOTE: a partition that never had a clock tells the all-tenants
+            # NOTE: a partition that never had a clock reports to the all-tenants
             # figure it holds nothing up to now, so that figure does not wait for
             # it forever. Older events that reach it later are counted for their
             # tenant, but the all-tenants windows already final leave them out.

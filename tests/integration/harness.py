@@ -26,7 +26,7 @@ from stream.broker.process import free_ports
 
 READY_TIMEOUT_SECONDS = 120.0
 
-# Short timers so a test sees windows close within seconds.
+# Short timers, so windows close within seconds of a test's last event.
 FAST_SETTINGS = {
     "ADOPTION_IDLE_TIMEOUT_MS": "3s",
     "ADOPTION_TICK_INTERVAL_MS": "300ms",
@@ -114,7 +114,7 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait_ready: bool = True) -> "WorkerProcess":
-        """Start the process and, by default, wait until /readyz answers 200."""
+        """Start the process and, by default, wait until /readyz returns 200."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps writing to it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stream", "worker"],
@@ -143,7 +143,7 @@ class WorkerProcess:
         raise AssertionError(f"worker not ready within {timeout} s:\n{self.log_tail()}")
 
     def http_status(self, path: str) -> int | None:
-        """Return the HTTP status of ``path``, or ``None`` when nothing answers."""
+        """Return the HTTP status of ``path``, or ``None`` when nothing listens on the port."""
         try:
             with urllib.request.urlopen(  # noqa: S310 - loopback only
                 f"http://127.0.0.1:{self.web_port}{path}", timeout=2
