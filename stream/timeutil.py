@@ -5,6 +5,7 @@ and every duration an ``int`` of milliseconds; these helpers convert at the
 edges.
 """
 
+import functools
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,8 @@ def format_duration(duration_ms: int) -> str:
     return f"{duration_ms}ms"
 
 
+# Window bounds repeat across tenants and records, so formatting them is cached.
+@functools.lru_cache(maxsize=8_192)
 def ms_to_rfc3339(epoch_ms: int) -> str:
     """Format epoch milliseconds as RFC 3339 UTC with millisecond precision."""
     moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=epoch_ms)

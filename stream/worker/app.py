@@ -2,7 +2,7 @@
 
 Flow::
 
-    input topics ──ingest──► <app>-by-tenant (keyed by tenant) ──count──► output topic
+    input topics ──ingest──► <app>-by-tenant (tenant hash) ────count────► output topic
          │                          ▲ ticks                        │
          └─► dead-letter topic      │ (every worker, every         ├─► dead-letter topic (late)
                                     │  partition, on a timer)      └─► <app>-all-tenants ──► output (*)
@@ -34,8 +34,16 @@ from stream.publish.records import encode_record, record_key, window_record
 from stream.settings import Settings
 from stream.timeutil import ms_to_rfc3339, wall_clock_ms
 from stream.worker.all_tenants import AllTenantsState
-from stream.worker.counting import CountingStage, OutgoingRecord
-from stream.worker.messages import Batch, Tick, decode_internal, decode_partial, encode
+from stream.worker.counting import CountingStage, PartitionOutput
+from stream.worker.messages import (
+    Batch,
+    Tick,
+    counting_partition,
+    decode_internal,
+    decode_partial,
+    encode,
+)
+from stream.worker.output import OutgoingRecord, RecordWriter
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +116,7 @@ class AdoptionApp:
         self._last_count_batch = 0.0
         self._assigned = False
 
+        self.writer = RecordWriter(settings.bootstrap_servers, client_id=f"{settings.app_id}-writer")
         self.app = self._create_faust_app()
         self._declare_topics()
         self._register_agents()
@@ -161,11 +170,6 @@ class AdoptionApp:
         self.all_tenants_topic = app.topic(
             self.counting.all_tenants_topic, partitions=1, internal=True, **raw
         )
-        self.output_topics = {
-            name: app.topic(name, **raw)
-            for name in (settings.output_topic, settings.dead_letter_topic, settings.alerts_topic)
-        }
-        self.output_topics[self.counting.all_tenants_topic] = self.all_tenants_topic
         self.journal = app.Table(
             "journal",
             partitions=settings.internal_partitions,
@@ -210,6 +214,10 @@ class AdoptionApp:
         async def update_gauges() -> None:
             self._update_gauges()
 
+        @app.on_before_shutdown.connect
+        async def close_writer(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            await self.writer.stop()
+
         @app.on_partitions_assigned.connect
         def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
             assigned: set[TP] = args[0] if args else kwargs.get("assigned", set())
@@ -252,7 +260,9 @@ class AdoptionApp:
     async def _ingest(self, events: Sequence[Any]) -> None:
         settings = self.settings
         now_ms = wall_clock_ms()
-        by_tenant: dict[str, list[Interaction]] = {}
+        by_partition: dict[int, list[Interaction]] = {}
+        outgoing: list[OutgoingRecord] = []
+        partitions = settings.internal_partitions
         consumed: dict[str, int] = {}
         newest_by_partition = self._input_newest_ms
         received = time.monotonic()
@@ -284,9 +294,11 @@ class AdoptionApp:
                 max_future_ms=settings.max_future_ms,
             )
             if isinstance(result, Rejection):
-                await self._reject(source, result)
+                outgoing.append(self._reject(source, result))
                 continue
-            by_tenant.setdefault(result.tenant, []).append(result)
+            by_partition.setdefault(counting_partition(result.tenant, partitions), []).append(
+                result
+            )
             # An event from a fast clock must not move the watermark past the
             # wall clock, or every on-time event after it would be late.
             watermark_ms = min(result.occurred_at_ms, now_ms)
@@ -295,11 +307,14 @@ class AdoptionApp:
 
         # Events of this batch may be older than the watermark computed after it,
         # so they travel with the previous one; the new one follows them.
-        for tenant, interactions in by_tenant.items():
+        by_tenant_topic = self.by_tenant_topic.get_topic_name()
+        for partition, interactions in by_partition.items():
             for chunk in split_by_size(interactions, MAX_BATCH_BYTES):
-                await self.by_tenant_topic.send(
-                    key=tenant.encode(), value=encode(Batch(chunk, self._sent_watermark))
-                )
+                value = encode(Batch(chunk, self._sent_watermark))
+                outgoing.append(OutgoingRecord(by_tenant_topic, None, value, partition=partition))
+        # Ticks sent after this returns carry the new watermark, so these
+        # records must be on the broker first.
+        await self.writer.write(outgoing)
         for topic, number in consumed.items():
             self.metrics.consumed.labels(topic).inc(number)
         self._sent_watermark = await self._current_watermark()
@@ -335,7 +350,8 @@ class AdoptionApp:
     def _reserved_tenants(self) -> frozenset[str]:
         return frozenset({self.settings.all_tenants})
 
-    async def _reject(self, source: SourceRecord, rejection: Rejection) -> None:
+    def _reject(self, source: SourceRecord, rejection: Rejection) -> OutgoingRecord:
+        """Log and count a rejected record, and return its dead-letter record."""
         logger.warning(
             "rejected record topic=%s partition=%d offset=%d reason=%s: %s",
             source.topic,
@@ -345,9 +361,10 @@ class AdoptionApp:
             rejection.detail,
         )
         self.metrics.rejected.labels(rejection.reason.value).inc()
-        await self.output_topics[self.settings.dead_letter_topic].send(
-            key=source.key,
-            value=source.value,
+        return OutgoingRecord(
+            self.settings.dead_letter_topic,
+            source.key,
+            source.value,
             headers=dead_letter_headers(
                 reason=rejection.reason,
                 detail=rejection.detail,
@@ -371,41 +388,20 @@ class AdoptionApp:
             else:
                 ticks.append(message)
 
+        outputs: list[tuple[int, PartitionOutput]] = []
         for partition, (interactions, ticks) in grouped.items():
             if partition not in self.counting.states:
                 self.counting.restore(partition, self._journal_records())
             output = self.counting.process(partition, interactions, ticks)
+            outputs.append((partition, output))
+            self._record_counting_metrics(output)
 
-            if output.counted:
-                self.metrics.counted.inc(output.counted)
-            for tenant, number in output.duplicates.items():
-                self.metrics.duplicates.labels(self.labels.label(tenant)).inc(number)
-            for late in output.late:
-                logger.warning(
-                    "late event topic=%s partition=%d offset=%d tenant=%s occurred_at=%s "
-                    "clock=%s: sent to %s",
-                    late.event.source_topic,
-                    late.event.source_partition,
-                    late.event.source_offset,
-                    late.event.tenant,
-                    ms_to_rfc3339(late.event.occurred_at_ms),
-                    ms_to_rfc3339(late.clock_ms),
-                    self.settings.dead_letter_topic,
-                )
-                self.metrics.late.labels(self.labels.label(late.event.tenant)).inc()
-                self.metrics.rejected.labels("late").inc()
-            if output.finals:
-                self.metrics.published.labels("final").inc(output.finals)
-            if output.provisionals:
-                self.metrics.published.labels("provisional").inc(output.provisionals)
-            if output.alerts:
-                self.metrics.published.labels("alert").inc(output.alerts)
-
-            await self._send_all(output.records)
-            if output.finals:
-                # A journal record that marks windows closed must not become
-                # durable before their final records are.
-                await self.app.producer.flush()
+        # A journal record that marks windows closed must not become durable
+        # before their final records are, and the write waits for the broker.
+        await self.writer.write(
+            [record for _, output in outputs for record in output.records]
+        )
+        for partition, output in outputs:
             for key, value in output.journal:
                 if value is None:
                     self.journal.data.pop(key, None)
@@ -416,17 +412,34 @@ class AdoptionApp:
         if any(interactions for interactions, _ in grouped.values()):
             self._last_count_batch = time.monotonic()
 
+    def _record_counting_metrics(self, output: PartitionOutput) -> None:
+        if output.counted:
+            self.metrics.counted.inc(output.counted)
+        for tenant, number in output.duplicates.items():
+            self.metrics.duplicates.labels(self.labels.label(tenant)).inc(number)
+        for late in output.late:
+            logger.warning(
+                "late event topic=%s partition=%d offset=%d tenant=%s occurred_at=%s "
+                "clock=%s: sent to %s",
+                late.event.source_topic,
+                late.event.source_partition,
+                late.event.source_offset,
+                late.event.tenant,
+                ms_to_rfc3339(late.event.occurred_at_ms),
+                ms_to_rfc3339(late.clock_ms),
+                self.settings.dead_letter_topic,
+            )
+            self.metrics.late.labels(self.labels.label(late.event.tenant)).inc()
+            self.metrics.rejected.labels("late").inc()
+        if output.finals:
+            self.metrics.published.labels("final").inc(output.finals)
+        if output.provisionals:
+            self.metrics.published.labels("provisional").inc(output.provisionals)
+        if output.alerts:
+            self.metrics.published.labels("alert").inc(output.alerts)
+
     def _journal_records(self) -> list[tuple[bytes, bytes]]:
         return [(key, value) for key, value in self.journal.data.items() if value is not None]
-
-    async def _send_all(self, records: list[OutgoingRecord]) -> None:
-        for record in records:
-            await self.output_topics[record.topic].send(
-                key=record.key,
-                value=record.value,
-                headers=record.headers,
-                partition=record.partition,
-            )
 
     async def _refresh_input_backlog(self, partitions: list[TP] | None = None) -> None:
         """Read the end offsets of input partitions and how far behind them ingest is."""
@@ -498,8 +511,11 @@ class AdoptionApp:
         value = encode(
             Tick(tick.sender, tick.watermark_ms, tick.quiet, sent_at_ms=wall_clock_ms())
         )
-        for partition in range(self.settings.internal_partitions):
-            await self.by_tenant_topic.send(key=None, value=value, partition=partition)
+        topic = self.by_tenant_topic.get_topic_name()
+        await self.writer.write(
+            OutgoingRecord(topic, None, value, partition=partition)
+            for partition in range(self.settings.internal_partitions)
+        )
 
     # All tenants
 
@@ -515,6 +531,7 @@ class AdoptionApp:
         published, writes = self.all_tenants.apply(partial)
         computed_at_ms = wall_clock_ms()
         tenant = self.settings.all_tenants
+        outgoing: list[OutgoingRecord] = []
         for window in published:
             record = window_record(
                 tenant,
@@ -524,8 +541,12 @@ class AdoptionApp:
                 final=window.final,
                 computed_at_ms=computed_at_ms,
             )
-            await self.output_topics[self.settings.output_topic].send(
-                key=record_key(tenant, window.spec), value=encode_record(record)
+            outgoing.append(
+                OutgoingRecord(
+                    self.settings.output_topic,
+                    record_key(tenant, window.spec),
+                    encode_record(record),
+                )
             )
             self.metrics.published.labels("final" if window.final else "provisional").inc()
             if not window.final:
@@ -533,12 +554,12 @@ class AdoptionApp:
             for alert in self.counting.alerts.check(
                 tenant, window.spec.name, window.end_ms, window.counts, now_ms=computed_at_ms
             ):
-                await self.output_topics[self.settings.alerts_topic].send(
-                    key=tenant.encode(), value=encode_alert(alert)
+                outgoing.append(
+                    OutgoingRecord(self.settings.alerts_topic, tenant.encode(), encode_alert(alert))
                 )
                 self.metrics.published.labels("alert").inc()
-        if any(window.final for window in published):
-            await self.app.producer.flush()
+        # Table writes that mark windows final follow their records to the broker.
+        await self.writer.write(outgoing)
         for key, value in writes.items():
             if value is None:
                 self.all_tenants_table.pop(key, None)

@@ -1,8 +1,8 @@
 """The counting stage: per-partition state, idle clocks, journal and publishing.
 
-This module decides what to write; :mod:`stream.worker.app` does the writing
-through Faust. Each method returns the records to send, so the stage can be
-driven in tests without a broker.
+This module decides what to write, and :mod:`stream.worker.app` writes it.
+Each method returns the records to send, so the stage can be driven in tests
+without a broker.
 """
 
 import logging
@@ -21,23 +21,13 @@ from stream.windows.journal import JournalIndex, decode_delta, encode_delta, par
 from stream.windows.spec import window_ends
 from stream.windows.state import ClosedWindow, LateEvent, PartitionState
 from stream.worker.messages import Partial, Tick, WindowSums, encode
+from stream.worker.output import OutgoingRecord
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_ENTRIES = 10_000
 PARTIAL_WINDOWS_PER_RECORD = 200
 COMPACT_AFTER_RECORDS = 256
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingRecord:
-    """A record to produce."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
-    partition: int | None = None
 
 
 @dataclass(slots=True)

@@ -1,16 +1,19 @@
 """Messages on the worker's internal topics, encoded with MessagePack.
 
-The ingest stage sends one :class:`Batch` per tenant and input batch to the
-repartition topic, keyed by tenant. Every worker also sends a :class:`Tick`
+The ingest stage sends one :class:`Batch` per counting partition and input
+batch to the repartition topic; :func:`counting_partition` places each tenant.
+Every worker also sends a :class:`Tick`
 to every partition of that topic on a timer. Both carry the worker's input
 watermark, from which each counting partition derives its event-time clock.
 Counting partitions send :class:`Partial` sums of all their tenants to the
 single-partition topic that adds up the all-tenants figure.
 """
 
-import msgspec
+import functools
 
+import msgspec
 from stream.ingest.events import Interaction
+from stream.worker.output import key_partition
 
 
 class Tick(msgspec.Struct, tag="t", array_like=True):
@@ -31,7 +34,7 @@ class Tick(msgspec.Struct, tag="t", array_like=True):
 
 
 class Batch(msgspec.Struct, tag="b", array_like=True):
-    """Valid interactions of one tenant from one ingest batch, with the sender's watermark."""
+    """Valid interactions of one counting partition from one ingest batch, with the sender's watermark."""
 
     events: list[Interaction]
     tick: Tick
@@ -51,6 +54,17 @@ class Partial(msgspec.Struct, tag="p", array_like=True):
     partition: int
     finalized_ms: int | None
     windows: list[WindowSums]
+
+
+@functools.lru_cache(maxsize=65_536)
+def counting_partition(tenant: str, partitions: int) -> int:
+    """Return the partition of the repartition topic that counts ``tenant``.
+
+    It is the partition Kafka's default partitioner picks for the tenant as a
+    key (murmur2, as the Java client), so every worker agrees on it, and state
+    written when the topic was keyed by tenant stays where it was.
+    """
+    return key_partition(tenant.encode(), partitions)
 
 
 InternalMessage = Batch | Tick

@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream.worker import messages
 from tests.integration.harness import (
     Deployment,
     WorkerProcess,
@@ -167,13 +167,8 @@ def pacers(clock: str, name: str, partitions: int = 4) -> list[Outgoing]:
 
 
 def counting_partition(tenant: str, partitions: int = COUNTING_PARTITIONS) -> int:
-    """Return the partition of the repartition topic that counts ``tenant``.
-
-    The worker keys that topic by tenant and leaves the choice to the Kafka
-    client's default partitioner (murmur2, as the Java client).
-    """
-    hashed: int = murmur2(tenant.encode())
-    return (hashed & 0x7FFFFFFF) % partitions
+    """Return the partition of the repartition topic that counts ``tenant``."""
+    return messages.counting_partition(tenant, partitions)
 
 
 # Output records
