@@ -33,7 +33,13 @@ class Reason(StrEnum):
     FUTURE_TIME = "future_time"
     UNKNOWN_CHANNEL = "unknown_channel"
     RESERVED_TENANT = "reserved_tenant"
+    TOO_LONG = "too_long"
     LATE = "late"
+
+
+# Event ids and tenants are kept in counting state, journal records and metric
+# labels; this bound keeps each of those small.
+MAX_ID_LENGTH = 128
 
 
 class Interaction(msgspec.Struct, array_like=True, frozen=True):
@@ -193,6 +199,11 @@ def _parse_event(
         return Rejection(
             Reason.INVALID_TYPE, f"event_id must be a string, got {type(event_id).__name__}"
         )
+    if len(event_id) > MAX_ID_LENGTH:
+        return Rejection(
+            Reason.TOO_LONG,
+            f"event_id is {len(event_id)} characters long, more than the {MAX_ID_LENGTH} allowed",
+        )
     channel = document["channel"]
     if not isinstance(channel, str):
         return Rejection(
@@ -204,6 +215,11 @@ def _parse_event(
         tenant = default_tenant
     elif not isinstance(tenant, str):
         return Rejection(Reason.INVALID_TYPE, f"tenant must be a string, got {type(tenant).__name__}")
+    elif len(tenant) > MAX_ID_LENGTH:
+        return Rejection(
+            Reason.TOO_LONG,
+            f"tenant is {len(tenant)} characters long, more than the {MAX_ID_LENGTH} allowed",
+        )
     elif tenant in reserved_tenants:
         return Rejection(
             Reason.RESERVED_TENANT,

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import faust
@@ -47,8 +47,12 @@ from stream.worker.output import OutgoingRecord, RecordWriter
 
 logger = logging.getLogger(__name__)
 
-# Kafka's default limit on a record is 1 MiB; internal records stay well below it.
-MAX_BATCH_BYTES = 512 * 1024
+# Kafka's default limit on a record is 1 MiB. Internal records and journal
+# records stay well below it, and a count batch holds few internal records,
+# so its memory stays bounded while a backlog is read.
+MAX_BATCH_BYTES = 256 * 1024
+MAX_JOURNAL_DELTA_BYTES = 512 * 1024
+COUNT_BATCH_RECORDS = 64
 # Exit status of a worker stopped by an unexpected error in an agent.
 EXIT_AGENT_FAILED = 70
 
@@ -70,20 +74,31 @@ def stop_on_error(agent: str) -> Iterator[None]:
         os._exit(EXIT_AGENT_FAILED)
 
 
-def split_by_size(interactions: list[Interaction], max_bytes: int) -> Iterator[list[Interaction]]:
-    """Split interactions into lists whose raw values add up to at most ``max_bytes``."""
+def split_by_size(
+    interactions: list[Interaction], max_bytes: int, cost: Callable[[Interaction], int]
+) -> Iterator[list[Interaction]]:
+    """Split interactions into lists whose ``cost`` adds up to at most ``max_bytes``."""
     chunk: list[Interaction] = []
     size = 0
     for interaction in interactions:
-        # The parsed fields roughly double a value's size on the internal topic.
-        cost = 2 * len(interaction.raw_value) + 200
-        if chunk and size + cost > max_bytes:
+        interaction_cost = cost(interaction)
+        if chunk and size + interaction_cost > max_bytes:
             yield chunk
             chunk, size = [], 0
         chunk.append(interaction)
-        size += cost
+        size += interaction_cost
     if chunk:
         yield chunk
+
+
+def internal_record_cost(interaction: Interaction) -> int:
+    """Estimate an interaction's bytes in a Batch: the parsed fields roughly double the raw value."""
+    return 2 * len(interaction.raw_value) + 200
+
+
+def journal_cost(interaction: Interaction) -> int:
+    """Estimate an interaction's bytes in a journal delta: its id, plus its slice's counts at most."""
+    return len(interaction.event_id) + len(interaction.tenant) + len(interaction.channel) + 48
 
 
 class AdoptionApp:
@@ -194,7 +209,7 @@ class AdoptionApp:
 
         @app.agent(self.by_tenant_topic, name="count")
         async def count(stream: Any) -> AsyncIterator[None]:
-            async for events in stream.take_events(settings.batch_max_events, within_seconds):
+            async for events in stream.take_events(COUNT_BATCH_RECORDS, within_seconds):
                 with stop_on_error("count"):
                     await self._count(events)
                 yield None
@@ -309,7 +324,7 @@ class AdoptionApp:
         # so they travel with the previous one; the new one follows them.
         by_tenant_topic = self.by_tenant_topic.get_topic_name()
         for partition, interactions in by_partition.items():
-            for chunk in split_by_size(interactions, MAX_BATCH_BYTES):
+            for chunk in split_by_size(interactions, MAX_BATCH_BYTES, internal_record_cost):
                 value = encode(Batch(chunk, self._sent_watermark))
                 outgoing.append(OutgoingRecord(by_tenant_topic, None, value, partition=partition))
         # Ticks sent after this returns carry the new watermark, so these
@@ -392,9 +407,15 @@ class AdoptionApp:
         for partition, (interactions, ticks) in grouped.items():
             if partition not in self.counting.states:
                 self.counting.restore(partition, self._journal_records())
-            output = self.counting.process(partition, interactions, ticks)
-            outputs.append((partition, output))
-            self._record_counting_metrics(output)
+            # Each call writes one journal record, which must stay below Kafka's
+            # record size limit. The watermarks apply after the last chunk, so
+            # every event is judged against the clock as it was before them.
+            chunks = list(split_by_size(interactions, MAX_JOURNAL_DELTA_BYTES, journal_cost))
+            for number, chunk in enumerate(chunks or [[]]):
+                last = number == max(len(chunks) - 1, 0)
+                output = self.counting.process(partition, chunk, ticks if last else [])
+                outputs.append((partition, output))
+                self._record_counting_metrics(output)
 
         # A journal record that marks windows closed must not become durable
         # before their final records are, and the write waits for the broker.

@@ -25,7 +25,9 @@ from stream.worker.output import OutgoingRecord
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_ENTRIES = 10_000
+# Entries (slice counts or event ids of at most 128 characters) per snapshot
+# record, which keeps a record near 600 KB at most, below Kafka's 1 MiB limit.
+SNAPSHOT_ENTRIES = 4_000
 PARTIAL_WINDOWS_PER_RECORD = 200
 COMPACT_AFTER_RECORDS = 256
 

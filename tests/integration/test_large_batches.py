@@ -14,6 +14,7 @@ from tests.integration.harness import (
     final_records,
     produce,
 )
+from tests.integration.test_hard_cases import read_all, send
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +56,60 @@ def test_busy_tenant_batches_split_not_lost(
     assert final["total"] == EVENTS, worker.log_tail()
     assert final["self_service"] == EVENTS // 4
     assert "MessageSizeTooLarge" not in worker.log_path.read_text()
+
+
+def test_long_event_ids_split_journal_records(
+    kafka_bootstrap: str, unique_name: Any, tmp_path: Path
+) -> None:
+    # Ingest batches of thousands of events whose ids are near the length
+    # limit change megabytes of counting state, more than one Kafka record holds.
+    tenants = [f"tenant-{number:02d}" for number in range(50)]
+    events = 20_000
+    deployment = Deployment.create(
+        kafka_bootstrap,
+        unique_name("long-ids"),
+        tmp_path,
+        input_partitions=4,
+        settings={
+            "ADOPTION_WINDOWS": "1h/1h",
+            "ADOPTION_BATCH_MAX_EVENTS": str(events),
+            "ADOPTION_INTERNAL_PARTITIONS": "1",
+        },
+    )
+    send(
+        kafka_bootstrap,
+        deployment.input_topic,
+        [
+            (
+                number % 4,
+                None,
+                event(f"{number:06d}".ljust(128, "-"), tenants[number % len(tenants)],
+                      "faq" if (number // len(tenants)) % 5 == 0 else "email",
+                      f"2025-06-02T09:{number % 60:02d}:00Z"),
+            )
+            for number in range(events)
+        ],
+    )
+    worker = WorkerProcess(deployment).start()
+    try:
+        records = consume_until(
+            kafka_bootstrap,
+            [deployment.output_topic],
+            lambda records: all(
+                (tenant, "1h", "2025-06-02T10:00:00.000Z") in final_records(records)
+                for tenant in tenants
+            ),
+            timeout=180,
+        )
+    finally:
+        worker.stop()
+
+    finals = final_records(records)
+    per_tenant = events // len(tenants)
+    for tenant in tenants:
+        final = finals[(tenant, "1h", "2025-06-02T10:00:00.000Z")]
+        assert final["total"] == per_tenant, worker.log_tail()
+        assert final["self_service"] == per_tenant // 5
+    assert "MessageSizeTooLarge" not in worker.log_path.read_text()
+    journal = read_all(kafka_bootstrap, f"{deployment.app_id}-journal-changelog")
+    assert max(len(record.value or b"") for record in journal) < 1_000_000

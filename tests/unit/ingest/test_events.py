@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from stream.ingest.channels import ChannelClass, ChannelTable, load_channel_table
-from stream.ingest.events import Interaction, Reason, Rejection, SourceRecord, parse_event
+from stream.ingest.events import (
+    MAX_ID_LENGTH,
+    Interaction,
+    Reason,
+    Rejection,
+    SourceRecord,
+    parse_event,
+)
 
 CHANNELS_FILE = Path(__file__).resolve().parents[3] / "config" / "channels.toml"
 
@@ -163,6 +170,22 @@ def test_parse_event_tenant_reserved(channels: ChannelTable) -> None:
 
     assert result.reason == Reason.RESERVED_TENANT
     assert "'*'" in result.detail
+
+
+@pytest.mark.parametrize("field", ["event_id", "tenant"])
+def test_parse_event_id_too_long(channels: ChannelTable, field: str) -> None:
+    result = rejected(parse_fields(channels, **{field: "x" * (MAX_ID_LENGTH + 1)}))
+
+    assert result.reason == Reason.TOO_LONG
+    assert field in result.detail
+    assert str(MAX_ID_LENGTH + 1) in result.detail
+
+
+@pytest.mark.parametrize("field", ["event_id", "tenant"])
+def test_parse_event_id_at_length_limit(channels: ChannelTable, field: str) -> None:
+    event = accepted(parse_fields(channels, **{field: "x" * MAX_ID_LENGTH}))
+
+    assert getattr(event, field) == "x" * MAX_ID_LENGTH
 
 
 @pytest.mark.parametrize("resolved", ["yes", 1, "true"])
