@@ -36,6 +36,8 @@ from stream.timeutil import ms_to_rfc3339, wall_clock_ms
 from stream.worker.all_tenants import AllTenantsState
 from stream.worker.counting import CountingStage, OutgoingRecord
 from stream.worker.messages import Batch, Tick, decode_internal, decode_partial, encode
+from stream.worker.read_committed import CommittedTableManager, use_read_committed
+from stream.worker.transactions import BatchTransactions, BatchWriter
 
 logger = logging.getLogger(__name__)
 
@@ -121,14 +123,18 @@ class AdoptionApp:
     def _create_faust_app(self) -> faust.App:
         settings = self.settings
         brokers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
-        return faust.App(
+        exactly_once = settings.processing_guarantee == "exactly_once"
+        # Exactly-once mode runs Faust at least once and adds the worker's own
+        # transactions (stream.worker.transactions) and committed reads.
+        extra: dict[str, Any] = {"TableManager": CommittedTableManager} if exactly_once else {}
+        app = faust.App(
             settings.app_id,
             broker=brokers,
             store="memory://",
             autodiscover=False,
             topic_partitions=settings.internal_partitions,
             topic_replication_factor=settings.replication_factor,
-            processing_guarantee=settings.processing_guarantee,
+            processing_guarantee="at_least_once",
             broker_commit_interval=settings.commit_interval_ms / 1000,
             # A worker that dies leaves the group after this, and its partitions move.
             broker_session_timeout=settings.session_timeout_ms / 1000,
@@ -145,7 +151,11 @@ class AdoptionApp:
             stream_buffer_maxsize=max(4_096, settings.batch_max_events * 2),
             broker_max_poll_records=max(500, settings.batch_max_events),
             table_standby_replicas=0,
+            **extra,
         )
+        if exactly_once:
+            use_read_committed(app)
+        return app
 
     def _declare_topics(self) -> None:
         settings = self.settings
@@ -166,6 +176,8 @@ class AdoptionApp:
             for name in (settings.output_topic, settings.dead_letter_topic, settings.alerts_topic)
         }
         self.output_topics[self.counting.all_tenants_topic] = self.all_tenants_topic
+        self.output_topics[self.by_tenant_topic.get_topic_name()] = self.by_tenant_topic
+        self.transactions = BatchTransactions(settings, app, self.output_topics)
         self.journal = app.Table(
             "journal",
             partitions=settings.internal_partitions,
@@ -185,22 +197,38 @@ class AdoptionApp:
         async def ingest(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(settings.batch_max_events, within_seconds):
                 with stop_on_error("ingest"):
-                    await self._ingest(events)
+                    async with self.transactions.batch("ingest", events) as writer:
+                        watermark = await self._ingest(events, writer)
+                    # Ticks may carry the new watermark only once the records it
+                    # follows are committed, or readers could see it first.
+                    self._sent_watermark = watermark
+                    self._ingesting = False
                 yield None
 
         @app.agent(self.by_tenant_topic, name="count")
         async def count(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(settings.batch_max_events, within_seconds):
                 with stop_on_error("count"):
-                    await self._count(events)
+                    async with self.transactions.batch("count", events) as writer:
+                        await self._count(events, writer)
                 yield None
 
         @app.agent(self.all_tenants_topic, name="all-tenants")
         async def add_all_tenants(stream: Any) -> AsyncIterator[None]:
             async for event in stream.events():
                 with stop_on_error("all-tenants"):
-                    await self._add_all_tenants(event)
+                    async with self.transactions.batch("all-tenants", [event]) as writer:
+                        await self._add_all_tenants(event, writer)
                 yield None
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def start_transactions() -> None:
+            with stop_on_error("start-transactions"):
+                await self.transactions.start(["ingest", "count", "all-tenants"])
+
+        @app.on_before_shutdown.connect
+        async def stop_transactions(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            await self.transactions.stop()
 
         @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
         async def send_ticks() -> None:
@@ -249,7 +277,8 @@ class AdoptionApp:
 
     # Ingest
 
-    async def _ingest(self, events: Sequence[Any]) -> None:
+    async def _ingest(self, events: Sequence[Any], writer: BatchWriter) -> Tick:
+        """Send a batch's events to the counting partitions; return the watermark after them."""
         settings = self.settings
         now_ms = wall_clock_ms()
         by_tenant: dict[str, list[Interaction]] = {}
@@ -284,7 +313,7 @@ class AdoptionApp:
                 max_future_ms=settings.max_future_ms,
             )
             if isinstance(result, Rejection):
-                await self._reject(source, result)
+                await self._reject(source, result, writer)
                 continue
             by_tenant.setdefault(result.tenant, []).append(result)
             # An event from a fast clock must not move the watermark past the
@@ -297,13 +326,14 @@ class AdoptionApp:
         # so they travel with the previous one; the new one follows them.
         for tenant, interactions in by_tenant.items():
             for chunk in split_by_size(interactions, MAX_BATCH_BYTES):
-                await self.by_tenant_topic.send(
-                    key=tenant.encode(), value=encode(Batch(chunk, self._sent_watermark))
+                await writer.send(
+                    self.by_tenant_topic.get_topic_name(),
+                    key=tenant.encode(),
+                    value=encode(Batch(chunk, self._sent_watermark)),
                 )
         for topic, number in consumed.items():
             self.metrics.consumed.labels(topic).inc(number)
-        self._sent_watermark = await self._current_watermark()
-        self._ingesting = False
+        return await self._current_watermark()
 
     def input_watermark(self) -> Tick:
         """Return this worker's input watermark over its assigned input partitions.
@@ -335,7 +365,9 @@ class AdoptionApp:
     def _reserved_tenants(self) -> frozenset[str]:
         return frozenset({self.settings.all_tenants})
 
-    async def _reject(self, source: SourceRecord, rejection: Rejection) -> None:
+    async def _reject(
+        self, source: SourceRecord, rejection: Rejection, writer: BatchWriter
+    ) -> None:
         logger.warning(
             "rejected record topic=%s partition=%d offset=%d reason=%s: %s",
             source.topic,
@@ -345,7 +377,8 @@ class AdoptionApp:
             rejection.detail,
         )
         self.metrics.rejected.labels(rejection.reason.value).inc()
-        await self.output_topics[self.settings.dead_letter_topic].send(
+        await writer.send(
+            self.settings.dead_letter_topic,
             key=source.key,
             value=source.value,
             headers=dead_letter_headers(
@@ -359,7 +392,7 @@ class AdoptionApp:
 
     # Counting
 
-    async def _count(self, events: Sequence[Any]) -> None:
+    async def _count(self, events: Sequence[Any], writer: BatchWriter) -> None:
         grouped: dict[int, tuple[list[Interaction], list[Tick]]] = {}
         for event in events:
             partition = event.message.partition
@@ -401,17 +434,13 @@ class AdoptionApp:
             if output.alerts:
                 self.metrics.published.labels("alert").inc(output.alerts)
 
-            await self._send_all(output.records)
+            await self._send_all(output.records, writer)
             if output.finals:
                 # A journal record that marks windows closed must not become
                 # durable before their final records are.
-                await self.app.producer.flush()
+                await writer.flush()
             for key, value in output.journal:
-                if value is None:
-                    self.journal.data.pop(key, None)
-                else:
-                    self.journal.data[key] = value
-                self.journal.send_changelog(partition, key, value)
+                await writer.write_changelog(self.journal, partition, key, value)
             self.metrics.changelog_records.inc(len(output.journal))
         if any(interactions for interactions, _ in grouped.values()):
             self._last_count_batch = time.monotonic()
@@ -419,9 +448,10 @@ class AdoptionApp:
     def _journal_records(self) -> list[tuple[bytes, bytes]]:
         return [(key, value) for key, value in self.journal.data.items() if value is not None]
 
-    async def _send_all(self, records: list[OutgoingRecord]) -> None:
+    async def _send_all(self, records: list[OutgoingRecord], writer: BatchWriter) -> None:
         for record in records:
-            await self.output_topics[record.topic].send(
+            await writer.send(
+                record.topic,
                 key=record.key,
                 value=record.value,
                 headers=record.headers,
@@ -503,7 +533,7 @@ class AdoptionApp:
 
     # All tenants
 
-    async def _add_all_tenants(self, event: Any) -> None:
+    async def _add_all_tenants(self, event: Any, writer: BatchWriter) -> None:
         if not self._all_tenants_restored:
             for key, value in self.all_tenants_table.data.items():
                 if value is not None:
@@ -524,8 +554,10 @@ class AdoptionApp:
                 final=window.final,
                 computed_at_ms=computed_at_ms,
             )
-            await self.output_topics[self.settings.output_topic].send(
-                key=record_key(tenant, window.spec), value=encode_record(record)
+            await writer.send(
+                self.settings.output_topic,
+                key=record_key(tenant, window.spec),
+                value=encode_record(record),
             )
             self.metrics.published.labels("final" if window.final else "provisional").inc()
             if not window.final:
@@ -533,17 +565,14 @@ class AdoptionApp:
             for alert in self.counting.alerts.check(
                 tenant, window.spec.name, window.end_ms, window.counts, now_ms=computed_at_ms
             ):
-                await self.output_topics[self.settings.alerts_topic].send(
-                    key=tenant.encode(), value=encode_alert(alert)
+                await writer.send(
+                    self.settings.alerts_topic, key=tenant.encode(), value=encode_alert(alert)
                 )
                 self.metrics.published.labels("alert").inc()
         if any(window.final for window in published):
-            await self.app.producer.flush()
+            await writer.flush()
         for key, value in writes.items():
-            if value is None:
-                self.all_tenants_table.pop(key, None)
-            else:
-                self.all_tenants_table[key] = value
+            await writer.write_changelog(self.all_tenants_table, 0, key, value)
 
     # Rebalancing, readiness and gauges
 
