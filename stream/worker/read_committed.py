@@ -14,8 +14,8 @@ exactly-once mode only, change three things:
   aborted. The offsets are committed by the worker's transactions instead.
 - Table recovery reads changelogs up to the last committed record. Faust
   waits until it has read the record just below the end offset, but with
-  transactions that offset holds a commit or abort marker, which a consumer
-  never receives, so recovery would never end.
+  transactions that offset contains a commit or abort marker, which a
+  consumer never receives, so recovery would never end.
 """
 
 import logging
@@ -100,8 +100,8 @@ async def last_record_offset(
 
     The consumer reads committed records only, so markers and aborted records
     are skipped. It reads backwards from ``end`` in growing spans, so a
-    changelog is read from the start only when its end holds no committed
-    record. Returns None when the range holds none. Raises TimeoutError once
+    changelog is read from the start only when its end contains no
+    committed record. Returns None when the range holds none. Raises TimeoutError once
     ``deadline`` (a ``time.monotonic`` value) has passed.
     """
     span = FIRST_TAIL_SPAN

@@ -6,10 +6,10 @@ producer and Faust commits the offsets of acknowledged records.
 With ``"exactly_once"`` every agent batch is one Kafka transaction on a
 transactional producer owned by that agent. The records the batch sends, its
 table changelog records and the offsets after its input records commit
-together or not at all. Faust itself stays in at-least-once mode: its own
+together or not at all. Faust itself stays in at-least-once mode. Its own
 transaction manager (faust-streaming 0.15.3) names a transaction after the
 destination partition and commits it only with offsets read from the same
-partition number, which does not fit a worker that repartitions by tenant.
+partition number. That does not fit a worker that repartitions by tenant.
 """
 
 import asyncio
@@ -45,7 +45,7 @@ class ChangelogTable(Protocol):
 
 
 class BatchWriter(Protocol):
-    """Where an agent writes the records and table changes of one batch."""
+    """Destination of the records and table changes of one agent batch."""
 
     async def send(
         self,
@@ -229,10 +229,10 @@ class BatchTransactions:
             yield writer
             await writer.wait_delivered()
             if offsets:
-                await producer.send_offsets_to_transaction(
-                    {TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()},
-                    self._app.conf.id,
-                )
+                positions = {
+                    TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()
+                }
+                await producer.send_offsets_to_transaction(positions, self._app.conf.id)
             await producer.commit_transaction()
         except BaseException as exc:
             await self._abort(agent, producer, exc)
