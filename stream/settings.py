@@ -9,6 +9,7 @@ and environment variables named after the fields with the prefix
 """
 
 import os
+import socket
 from functools import reduce
 from math import gcd
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ DURATION_FIELDS = (
     "publish_interval_ms",
     "commit_interval_ms",
     "session_timeout_ms",
+    "transaction_timeout_ms",
 )
 
 
@@ -109,6 +111,8 @@ class Settings(BaseSettings):
     session_timeout_ms: int = 10_000
 
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    worker_id: str | None = Field(default=None, min_length=1)
+    transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
     unknown_channel: Literal["reject", "count"] = "reject"
     channels_file: Path = CONFIG_DIR / "channels.toml"
     default_tenant: str = "default"
@@ -143,19 +147,6 @@ class Settings(BaseSettings):
     def _check_topics(self) -> "Settings":
         if not self.input_topics:
             raise ValueError("input_topics is empty: name at least one topic to consume")
-        if self.processing_guarantee == "exactly_once":
-            # NOTE: faust-streaming 0.15.3 sends each record in the transaction of
-            # the destination partition and commits that transaction only with
-            # offsets consumed from the same partition number. Watermark ticks and
-            # all-tenants partials then sit in transactions that never commit, and
-            # tests saw no all-tenants record and transactions aborted by the broker.
-            # Counts are exact without transactions, by de-duplication.
-            raise ValueError(
-                "processing_guarantee 'exactly_once' is not supported yet: faust-streaming's "
-                "transaction manager never commits the worker's internal records, so windows "
-                "would not close. Use 'at_least_once', which de-duplicates by event id and "
-                "counts exactly"
-            )
         if self.dedup_horizon_ms is not None and (
             self.dedup_horizon_ms < self.grace_ms + self.slice_ms
         ):
@@ -182,6 +173,18 @@ class Settings(BaseSettings):
         """Length of the event-time slices that every window is summed from."""
         return reduce(gcd, [spec.step_ms for spec in self.windows] +
                       [spec.size_ms for spec in self.windows])
+
+    @property
+    def effective_worker_id(self) -> str:
+        """Return this worker's identity in transactional ids: ``worker_id``, or host and web port.
+
+        The default stays the same when a worker restarts with the same
+        configuration, and differs between two workers on one host, because
+        they cannot share a web port.
+        """
+        if self.worker_id is not None:
+            return self.worker_id
+        return f"{socket.gethostname()}-{self.web_port}"
 
     @property
     def effective_dedup_horizon_ms(self) -> int:

@@ -44,6 +44,8 @@ from stream.worker.messages import (
     encode,
 )
 from stream.worker.output import OutgoingRecord, RecordWriter
+from stream.worker.read_committed import CommittedTableManager, use_read_committed
+from stream.worker.transactions import BatchOutput, BatchTransactions, TableChange
 
 logger = logging.getLogger(__name__)
 
@@ -145,14 +147,18 @@ class AdoptionApp:
     def _create_faust_app(self) -> faust.App:
         settings = self.settings
         brokers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
-        return faust.App(
+        exactly_once = settings.processing_guarantee == "exactly_once"
+        # Exactly-once mode runs Faust at least once and adds the worker's own
+        # transactions (stream.worker.transactions) and committed reads.
+        extra: dict[str, Any] = {"TableManager": CommittedTableManager} if exactly_once else {}
+        app = faust.App(
             settings.app_id,
             broker=brokers,
             store="memory://",
             autodiscover=False,
             topic_partitions=settings.internal_partitions,
             topic_replication_factor=settings.replication_factor,
-            processing_guarantee=settings.processing_guarantee,
+            processing_guarantee="at_least_once",
             broker_commit_interval=settings.commit_interval_ms / 1000,
             # A worker that dies leaves the group after this, and its partitions move.
             broker_session_timeout=settings.session_timeout_ms / 1000,
@@ -169,7 +175,11 @@ class AdoptionApp:
             stream_buffer_maxsize=max(4_096, settings.batch_max_events * 2),
             broker_max_poll_records=max(500, settings.batch_max_events),
             table_standby_replicas=0,
+            **extra,
         )
+        if exactly_once:
+            use_read_committed(app)
+        return app
 
     def _declare_topics(self) -> None:
         settings = self.settings
@@ -194,6 +204,7 @@ class AdoptionApp:
         self.all_tenants_table = app.Table(
             "all-tenants", partitions=1, key_type=bytes, value_type=bytes
         )
+        self.transactions = BatchTransactions(settings, app, self.writer)
 
     def _register_agents(self) -> None:
         app = self.app
@@ -204,22 +215,34 @@ class AdoptionApp:
         async def ingest(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(settings.batch_max_events, within_seconds):
                 with stop_on_error("ingest"):
-                    await self._ingest(events)
+                    async with self.transactions.batch("ingest", events) as output:
+                        watermark = await self._ingest(events, output)
+                    # Ticks may carry the new watermark only once the records it
+                    # follows are on the broker (committed, in exactly-once mode).
+                    self._sent_watermark = watermark
+                    self._ingesting = False
                 yield None
 
         @app.agent(self.by_tenant_topic, name="count")
         async def count(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(COUNT_BATCH_RECORDS, within_seconds):
                 with stop_on_error("count"):
-                    await self._count(events)
+                    async with self.transactions.batch("count", events) as output:
+                        self._count(events, output)
                 yield None
 
         @app.agent(self.all_tenants_topic, name="all-tenants")
         async def add_all_tenants(stream: Any) -> AsyncIterator[None]:
             async for event in stream.events():
                 with stop_on_error("all-tenants"):
-                    await self._add_all_tenants(event)
+                    async with self.transactions.batch("all-tenants", [event]) as output:
+                        self._add_all_tenants(event, output)
                 yield None
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def start_transactions() -> None:
+            with stop_on_error("start-transactions"):
+                await self.transactions.start(["ingest", "count", "all-tenants"])
 
         @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
         async def send_ticks() -> None:
@@ -230,7 +253,8 @@ class AdoptionApp:
             self._update_gauges()
 
         @app.on_before_shutdown.connect
-        async def close_writer(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        async def close_producers(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            await self.transactions.stop()
             await self.writer.stop()
 
         @app.on_partitions_assigned.connect
@@ -272,11 +296,12 @@ class AdoptionApp:
 
     # Ingest
 
-    async def _ingest(self, events: Sequence[Any]) -> None:
+    async def _ingest(self, events: Sequence[Any], output: BatchOutput) -> Tick:
+        """Route a batch's events to the counting partitions; return the watermark after them."""
         settings = self.settings
         now_ms = wall_clock_ms()
         by_partition: dict[int, list[Interaction]] = {}
-        outgoing: list[OutgoingRecord] = []
+        outgoing = output.records
         partitions = settings.internal_partitions
         consumed: dict[str, int] = {}
         newest_by_partition = self._input_newest_ms
@@ -327,13 +352,9 @@ class AdoptionApp:
             for chunk in split_by_size(interactions, MAX_BATCH_BYTES, internal_record_cost):
                 value = encode(Batch(chunk, self._sent_watermark))
                 outgoing.append(OutgoingRecord(by_tenant_topic, None, value, partition=partition))
-        # Ticks sent after this returns carry the new watermark, so these
-        # records must be on the broker first.
-        await self.writer.write(outgoing)
         for topic, number in consumed.items():
             self.metrics.consumed.labels(topic).inc(number)
-        self._sent_watermark = await self._current_watermark()
-        self._ingesting = False
+        return await self._current_watermark()
 
     def input_watermark(self) -> Tick:
         """Return this worker's input watermark over its assigned input partitions.
@@ -391,7 +412,7 @@ class AdoptionApp:
 
     # Counting
 
-    async def _count(self, events: Sequence[Any]) -> None:
+    def _count(self, events: Sequence[Any], batch: BatchOutput) -> None:
         grouped: dict[int, tuple[list[Interaction], list[Tick]]] = {}
         for event in events:
             partition = event.message.partition
@@ -417,18 +438,11 @@ class AdoptionApp:
                 outputs.append((partition, output))
                 self._record_counting_metrics(output)
 
-        # A journal record that marks windows closed must not become durable
-        # before their final records are, and the write waits for the broker.
-        await self.writer.write(
-            [record for _, output in outputs for record in output.records]
-        )
         for partition, output in outputs:
-            for key, value in output.journal:
-                if value is None:
-                    self.journal.data.pop(key, None)
-                else:
-                    self.journal.data[key] = value
-                self.journal.send_changelog(partition, key, value)
+            batch.records.extend(output.records)
+            batch.changes.extend(
+                TableChange(self.journal, partition, key, value) for key, value in output.journal
+            )
             self.metrics.changelog_records.inc(len(output.journal))
         if any(interactions for interactions, _ in grouped.values()):
             self._last_count_batch = time.monotonic()
@@ -540,7 +554,7 @@ class AdoptionApp:
 
     # All tenants
 
-    async def _add_all_tenants(self, event: Any) -> None:
+    def _add_all_tenants(self, event: Any, batch: BatchOutput) -> None:
         if not self._all_tenants_restored:
             for key, value in self.all_tenants_table.data.items():
                 if value is not None:
@@ -552,7 +566,7 @@ class AdoptionApp:
         published, writes = self.all_tenants.apply(partial)
         computed_at_ms = wall_clock_ms()
         tenant = self.settings.all_tenants
-        outgoing: list[OutgoingRecord] = []
+        outgoing = batch.records
         for window in published:
             record = window_record(
                 tenant,
@@ -579,13 +593,9 @@ class AdoptionApp:
                     OutgoingRecord(self.settings.alerts_topic, tenant.encode(), encode_alert(alert))
                 )
                 self.metrics.published.labels("alert").inc()
-        # Table writes that mark windows final follow their records to the broker.
-        await self.writer.write(outgoing)
-        for key, value in writes.items():
-            if value is None:
-                self.all_tenants_table.pop(key, None)
-            else:
-                self.all_tenants_table[key] = value
+        batch.changes.extend(
+            TableChange(self.all_tenants_table, 0, key, value) for key, value in writes.items()
+        )
 
     # Rebalancing, readiness and gauges
 

@@ -10,8 +10,6 @@ broker's acknowledgement of all of them.
 
 import asyncio
 import functools
-import itertools
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +17,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-logger = logging.getLogger(__name__)
-
-# Upper bound of one client-side record batch. Internal batches are at most
-# 512 KiB and the broker's default limit on a batch is 1 MiB.
+# Upper bound of one client-side record batch. Internal and journal records
+# are at most about 512 KiB, and the broker's default limit on a batch is 1 MiB.
 MAX_BATCH_BYTES = 1024 * 1024 - 64 * 1024
 
 
@@ -48,11 +44,65 @@ def key_partition(key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
-class RecordWriter:
-    """A Kafka producer that writes records in batches, one per topic partition and call.
+def new_producer(bootstrap_servers: str, **options: Any) -> AIOKafkaProducer:
+    """Return an unstarted producer of acknowledged, idempotent writes in large batches."""
+    return AIOKafkaProducer(
+        bootstrap_servers=[server.strip() for server in bootstrap_servers.split(",")],
+        acks="all",
+        enable_idempotence=True,
+        max_batch_size=MAX_BATCH_BYTES,
+        max_request_size=MAX_BATCH_BYTES + 64 * 1024,
+        **options,
+    )
 
-    The producer starts on the first write, so agents can write as soon as
-    Faust runs them; :meth:`stop` closes it.
+
+async def send_in_batches(
+    producer: AIOKafkaProducer, records: Iterable[OutgoingRecord]
+) -> list["asyncio.Future[Any]"]:
+    """Queue ``records`` in one client batch per topic partition; return the delivery futures.
+
+    Records to one partition keep their order. Without a partition, a keyed
+    record goes where Kafka's default partitioner puts its key, and unkeyed
+    ones are spread over the partitions.
+    """
+    builders: dict[tuple[str, int], Any] = {}
+    deliveries: list[asyncio.Future[Any]] = []
+    partition_counts: dict[str, int] = {}
+    unkeyed = 0
+    for record in records:
+        partition = record.partition
+        if partition is None:
+            partitions = partition_counts.get(record.topic)
+            if partitions is None:
+                partitions = len(await producer.partitions_for(record.topic))
+                partition_counts[record.topic] = partitions
+            if record.key is None:
+                partition = unkeyed % partitions
+                unkeyed += 1
+            else:
+                partition = key_partition(record.key, partitions)
+        destination = (record.topic, partition)
+        builder = builders.get(destination)
+        if builder is None:
+            builder = builders[destination] = producer.create_batch()
+        headers = record.headers or []
+        if builder.append(timestamp=None, key=record.key, value=record.value,
+                          headers=headers) is None:
+            # The batch is full: send it and start the next with this record.
+            deliveries.append(await producer.send_batch(builder, record.topic,
+                                                        partition=partition))
+            builder = builders[destination] = producer.create_batch()
+            builder.append(timestamp=None, key=record.key, value=record.value, headers=headers)
+    for (topic, partition), builder in builders.items():
+        deliveries.append(await producer.send_batch(builder, topic, partition=partition))
+    return deliveries
+
+
+class RecordWriter:
+    """A producer of acknowledged writes outside transactions, started on first use.
+
+    The producer starts on the first write, so agents and timers can write as
+    soon as Faust runs them; :meth:`stop` closes it.
     """
 
     def __init__(self, bootstrap_servers: str, *, client_id: str) -> None:
@@ -61,7 +111,16 @@ class RecordWriter:
         # The Kafka client binds to the running event loop, so it is made on start.
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
-        self._unkeyed = itertools.count()
+
+    async def write(self, records: Iterable[OutgoingRecord]) -> None:
+        """Send ``records`` and return once the broker has acknowledged every one.
+
+        A failed delivery raises the Kafka client's error.
+        """
+        producer = self._producer or await self._start()
+        deliveries = await send_in_batches(producer, records)
+        if deliveries:
+            await asyncio.gather(*deliveries)
 
     async def stop(self) -> None:
         """Close the producer, if it started."""
@@ -72,56 +131,7 @@ class RecordWriter:
     async def _start(self) -> AIOKafkaProducer:
         async with self._starting:
             if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self._bootstrap_servers,
-                    client_id=self._client_id,
-                    acks="all",
-                    enable_idempotence=True,
-                    max_batch_size=MAX_BATCH_BYTES,
-                    max_request_size=MAX_BATCH_BYTES + 64 * 1024,
-                )
+                producer = new_producer(self._bootstrap_servers, client_id=self._client_id)
                 await producer.start()
                 self._producer = producer
             return self._producer
-
-    async def write(self, records: Iterable[OutgoingRecord]) -> None:
-        """Send ``records`` and return once the broker has acknowledged every one.
-
-        Records to one partition keep their order. A failed delivery raises the
-        Kafka client's error.
-        """
-        producer = self._producer or await self._start()
-        builders: dict[tuple[str, int], Any] = {}
-        deliveries: list[asyncio.Future[Any]] = []
-        partition_counts: dict[str, int] = {}
-        for record in records:
-            partition = record.partition
-            if partition is None:
-                partitions = partition_counts.get(record.topic)
-                if partitions is None:
-                    partitions = len(await producer.partitions_for(record.topic))
-                    partition_counts[record.topic] = partitions
-                partition = self._pick_partition(record.key, partitions)
-            destination = (record.topic, partition)
-            builder = builders.get(destination)
-            if builder is None:
-                builder = builders[destination] = producer.create_batch()
-            if builder.append(
-                timestamp=None, key=record.key, value=record.value, headers=record.headers or []
-            ) is None:
-                deliveries.append(await producer.send_batch(builder, record.topic,
-                                                                  partition=partition))
-                builder = builders[destination] = producer.create_batch()
-                builder.append(
-                    timestamp=None, key=record.key, value=record.value,
-                    headers=record.headers or [],
-                )
-        for (topic, partition), builder in builders.items():
-            deliveries.append(await producer.send_batch(builder, topic, partition=partition))
-        if deliveries:
-            await asyncio.gather(*deliveries)
-
-    def _pick_partition(self, key: bytes | None, partitions: int) -> int:
-        if key is None:
-            return next(self._unkeyed) % partitions
-        return key_partition(key, partitions)

@@ -115,8 +115,14 @@ def send(bootstrap_servers: str, topic: str, records: Sequence[Outgoing]) -> lis
     return asyncio.run(run())
 
 
-def read_all(bootstrap_servers: str, topic: str, *, timeout: float = 60.0) -> list[ConsumerRecord]:
-    """Read every committed record of a topic up to its current end."""
+def read_all(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    timeout: float = 60.0,
+    isolation_level: str = "read_committed",
+) -> list[ConsumerRecord]:
+    """Read every record of a topic up to its current end, by default committed ones only."""
 
     async def run() -> list[ConsumerRecord]:
         # Without a group id the consumer is assigned every partition of the topic.
@@ -125,7 +131,7 @@ def read_all(bootstrap_servers: str, topic: str, *, timeout: float = 60.0) -> li
             bootstrap_servers=bootstrap_servers,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            isolation_level="read_committed",
+            isolation_level=isolation_level,
         )
         await consumer.start()
         records: list[ConsumerRecord] = []
@@ -347,8 +353,7 @@ def new_deployment(
 # A quiet stream still closes its last window
 
 
-# Exactly-once processing is rejected at start-up; see stream/settings.py.
-@pytest.mark.parametrize("guarantee", ["at_least_once"])
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_quiet_stream_closes_last_window(
     guarantee: str,
     new_deployment: Callable[..., Deployment],

@@ -1,6 +1,7 @@
 """Tests of the settings: environment overrides, the TOML file and validation errors."""
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -161,10 +162,47 @@ def test_settings_init_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().app_id == "from-env"
 
 
-def test_exactly_once_rejected_with_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exactly_once_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADOPTION_PROCESSING_GUARANTEE", "exactly_once")
 
-    with pytest.raises(ConfigError, match="at_least_once"):
+    assert load_settings().processing_guarantee == "exactly_once"
+
+
+def test_transaction_timeout_defaults_and_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().transaction_timeout_ms == 10_000
+
+    monkeypatch.setenv("ADOPTION_TRANSACTION_TIMEOUT_MS", "30s")
+
+    assert load_settings().transaction_timeout_ms == 30_000
+
+
+def test_transaction_timeout_below_one_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_TRANSACTION_TIMEOUT_MS", "500ms")
+
+    with pytest.raises(ConfigError, match="transaction_timeout_ms"):
+        load_settings()
+
+
+def test_worker_id_defaults_to_host_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-7")
+    monkeypatch.setenv("ADOPTION_WEB_PORT", "6070")
+
+    settings = load_settings()
+
+    assert settings.worker_id is None
+    assert settings.effective_worker_id == "node-7-6070"
+
+
+def test_worker_id_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_WORKER_ID", "worker-a")
+
+    assert load_settings().effective_worker_id == "worker-a"
+
+
+def test_worker_id_empty_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_WORKER_ID", "")
+
+    with pytest.raises(ConfigError, match="worker_id"):
         load_settings()
 
 

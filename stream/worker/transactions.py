@@ -1,0 +1,238 @@
+"""Writers of each agent batch: through Faust, or as one Kafka transaction per batch.
+
+With ``processing_guarantee = "at_least_once"`` records go through the
+worker's producer, table changes through Faust, and Faust commits the offsets
+of acknowledged records.
+
+With ``"exactly_once"`` every agent batch is one Kafka transaction on a
+transactional producer owned by that agent. The records the batch sends, its
+table changelog records and the offsets after its input records commit
+together or not at all. Faust itself stays in at-least-once mode. Its own
+transaction manager (faust-streaming 0.15.3) names a transaction after the
+destination partition and commits it only with offsets read from the same
+partition number. That does not fit a worker that repartitions by tenant.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.structs import TopicPartition
+from faust.types import TP, TopicT
+
+from stream.settings import Settings
+from stream.worker.output import OutgoingRecord, RecordWriter, new_producer, send_in_batches
+
+logger = logging.getLogger(__name__)
+
+ABORT_TIMEOUT_SECONDS = 10.0
+
+
+class ChangelogTable(Protocol):
+    """The parts of a Faust table that a batch writes to."""
+
+    @property
+    def data(self) -> Any: ...
+
+    @property
+    def changelog_topic(self) -> TopicT: ...
+
+    def send_changelog(self, partition: int | None, key: Any, value: Any) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TableChange:
+    """A key set, or deleted when ``value`` is None, in a table's partition."""
+
+    table: ChangelogTable
+    partition: int
+    key: bytes
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    """What one agent batch writes: records, then table changes.
+
+    The table changes reach Kafka only after every record is acknowledged, so
+    a journal record that marks windows closed never becomes durable before
+    their final records.
+    """
+
+    records: list[OutgoingRecord] = field(default_factory=list)
+    changes: list[TableChange] = field(default_factory=list)
+
+
+def store_in_table(table: ChangelogTable, key: bytes, value: bytes | None) -> None:
+    """Set or delete a key in the table's in-memory data, without a changelog record."""
+    if value is None:
+        table.data.pop(key, None)
+    else:
+        table.data[key] = value
+
+
+def changelog_record(change: TableChange) -> OutgoingRecord:
+    """Return the changelog record of a table change: the key and partition Faust would use."""
+    return OutgoingRecord(
+        change.table.changelog_topic.get_topic_name(),
+        change.key,
+        change.value,
+        partition=change.partition,
+    )
+
+
+class Message(Protocol):
+    """The parts of a consumed Faust message that set the offsets to commit."""
+
+    @property
+    def tp(self) -> TP: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+class Event(Protocol):
+    """A consumed Faust event."""
+
+    @property
+    def message(self) -> Message: ...
+
+
+def next_offsets(events: Iterable[Event]) -> dict[TP, int]:
+    """Return the offset after the last of the events in each partition: the offsets to commit."""
+    offsets: dict[TP, int] = {}
+    for event in events:
+        message = event.message
+        offsets[message.tp] = max(offsets.get(message.tp, 0), message.offset + 1)
+    return offsets
+
+
+def transactional_id(settings: Settings, agent: str) -> str:
+    """Return the transactional id of one agent of this worker.
+
+    It is stable while the worker keeps its identity, so a restarted worker
+    fences its predecessor and aborts the transaction that one left open.
+    """
+    return f"{settings.app_id}-{settings.effective_worker_id}-{agent}"
+
+
+class BatchTransactions:
+    """Writes each agent batch in the configured processing mode."""
+
+    def __init__(self, settings: Settings, app: faust.App, writer: RecordWriter) -> None:
+        self.settings = settings
+        self.exactly_once = settings.processing_guarantee == "exactly_once"
+        self._app = app
+        self._writer = writer
+        self._producers: dict[str, AIOKafkaProducer] = {}
+        self._starting = asyncio.Lock()
+
+    async def start(self, agents: Iterable[str]) -> None:
+        """Start the transactional producers of the agents, in exactly-once mode.
+
+        Starting one fences an earlier producer with the same transactional
+        id and aborts the transaction that it left open, so readers of the
+        topics it wrote to need not wait for the transaction timeout.
+        """
+        if self.exactly_once:
+            for agent in agents:
+                await self._producer(agent)
+
+    async def stop(self) -> None:
+        """Stop the transactional producers."""
+        producers, self._producers = self._producers, {}
+        for producer in producers.values():
+            await producer.stop()
+
+    @contextlib.asynccontextmanager
+    async def batch(self, agent: str, events: Sequence[Event]) -> AsyncIterator[BatchOutput]:
+        """Yield the output of one batch to fill, and write it when the block ends.
+
+        At least once, the records go out through the worker's producer and,
+        once acknowledged, the table changes through Faust; Faust commits the
+        offsets of the batch after the agent acknowledges its events. Exactly
+        once, records, changelog records and the offsets after the batch's
+        events commit as one transaction. On an error the transaction is
+        aborted and the error re-raised, so the caller can stop the process
+        and a restarted worker reads the batch again from the committed offsets.
+        """
+        output = BatchOutput()
+        if not self.exactly_once:
+            yield output
+            await self._writer.write(output.records)
+            for change in output.changes:
+                store_in_table(change.table, change.key, change.value)
+                change.table.send_changelog(change.partition, change.key, change.value)
+            return
+
+        producer = await self._producer(agent)
+        offsets = next_offsets(events)
+        await producer.begin_transaction()
+        try:
+            yield output
+            # Faust's table API would send the changes through Faust's producer,
+            # outside the transaction, so they go to the changelog topics here.
+            changelog = [changelog_record(change) for change in output.changes]
+            deliveries = await send_in_batches(producer, [*output.records, *changelog])
+            if deliveries:
+                await asyncio.gather(*deliveries)
+            for change in output.changes:
+                store_in_table(change.table, change.key, change.value)
+            if offsets:
+                positions = {
+                    TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()
+                }
+                await producer.send_offsets_to_transaction(positions, self._app.conf.id)
+            await producer.commit_transaction()
+        except BaseException as exc:
+            await self._abort(agent, producer, exc)
+            raise
+
+    async def _producer(self, agent: str) -> AIOKafkaProducer:
+        async with self._starting:
+            producer = self._producers.get(agent)
+            if producer is not None:
+                return producer
+            settings = self.settings
+            producer = new_producer(
+                settings.bootstrap_servers,
+                transactional_id=transactional_id(settings, agent),
+                transaction_timeout_ms=settings.transaction_timeout_ms,
+            )
+            await producer.start()
+            self._producers[agent] = producer
+            logger.info(
+                "started transactional producer of agent %s with id %s",
+                agent,
+                transactional_id(settings, agent),
+            )
+            return producer
+
+    async def _abort(self, agent: str, producer: AIOKafkaProducer, cause: BaseException) -> None:
+        if isinstance(cause, ProducerFenced):
+            logger.error(
+                "transaction of agent %s failed: transactional id %s was fenced by a newer "
+                "producer. Another worker runs with the same worker_id, or this one was "
+                "replaced; give each worker of a deployment its own worker_id",
+                agent,
+                transactional_id(self.settings, agent),
+            )
+            return
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), ABORT_TIMEOUT_SECONDS)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            # The broker aborts the transaction itself after transaction_timeout_ms.
+            logger.error(
+                "failed to abort the transaction of agent %s after %r: %r",
+                agent,
+                cause,
+                exc,
+            )
+        else:
+            logger.warning("aborted the transaction of agent %s after %r", agent, cause)

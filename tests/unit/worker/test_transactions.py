@@ -1,0 +1,221 @@
+"""Tests of the exactly-once helpers that need no broker: offsets, ids, changelog tails."""
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from faust.types import TP
+
+from stream.settings import Settings
+from stream.worker.app import AdoptionApp
+from stream.worker.read_committed import (
+    CommittedTableManager,
+    ReadCommittedTransport,
+    last_record_offset,
+)
+from stream.worker.transactions import next_offsets, store_in_table, transactional_id
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(tmp_path / "absent.toml"))
+
+
+# Offsets to commit
+
+
+@dataclass(frozen=True)
+class FakeMessage:
+    tp: TP
+    offset: int
+
+
+@dataclass(frozen=True)
+class FakeEvent:
+    message: FakeMessage
+
+
+def events_at(*positions: tuple[str, int, int]) -> list[FakeEvent]:
+    return [
+        FakeEvent(FakeMessage(TP(topic, partition), offset))
+        for topic, partition, offset in positions
+    ]
+
+
+def test_next_offsets_after_last_event_per_partition() -> None:
+    events = events_at(("in", 0, 7), ("in", 1, 3), ("in", 0, 8), ("by-tenant", 0, 40))
+
+    assert next_offsets(events) == {TP("in", 0): 9, TP("in", 1): 4, TP("by-tenant", 0): 41}
+
+
+def test_next_offsets_skip_gaps_of_markers() -> None:
+    # A read_committed consumer skips transaction markers, so offsets jump.
+    events = events_at(("in", 0, 10), ("in", 0, 12), ("in", 0, 20))
+
+    assert next_offsets(events) == {TP("in", 0): 21}
+
+
+def test_next_offsets_empty_batch() -> None:
+    assert next_offsets([]) == {}
+
+
+# Transactional ids
+
+
+def test_transactional_id_per_worker_and_agent() -> None:
+    settings = Settings(app_id="rates", worker_id="node-1")
+
+    assert transactional_id(settings, "count") == "rates-node-1-count"
+    assert transactional_id(settings, "ingest") != transactional_id(settings, "count")
+
+
+def test_transactional_id_differs_by_web_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "host")
+    first = Settings(app_id="rates", web_port=6066)
+    second = Settings(app_id="rates", web_port=6067)
+
+    assert transactional_id(first, "count") == "rates-host-6066-count"
+    assert transactional_id(second, "count") == "rates-host-6067-count"
+
+
+# Table data
+
+
+@dataclass
+class FakeTable:
+    data: dict[bytes, bytes] = field(default_factory=dict)
+
+
+def test_store_in_table_sets_and_deletes() -> None:
+    table = FakeTable({b"gone": b"1"})
+
+    store_in_table(table, b"kept", b"2")  # type: ignore[arg-type]
+    store_in_table(table, b"gone", None)  # type: ignore[arg-type]
+    store_in_table(table, b"never-set", None)  # type: ignore[arg-type]
+
+    assert table.data == {b"kept": b"2"}
+
+
+# The last committed record of a changelog partition
+
+
+class FakeCommittedReader:
+    """A read_committed consumer of one partition with records at the offsets ``records``.
+
+    Offsets missing from ``records`` are markers or aborted records. The
+    consumer skips them, and its position moves past them.
+    """
+
+    def __init__(self, records: set[int], end: int) -> None:
+        self.records = records
+        self.end = end
+        self.next = 0
+        self.seeks: list[int] = []
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.seeks.append(offset)
+        self.next = offset
+
+    async def position(self, partition: TopicPartition) -> int:
+        return self.next
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        stop = min(self.next + 10, self.end)
+        found = [
+            ConsumerRecord(
+                topic=partitions[0].topic,
+                partition=partitions[0].partition,
+                offset=offset,
+                timestamp=0,
+                timestamp_type=0,
+                key=b"k",
+                value=b"v",
+                checksum=None,
+                serialized_key_size=1,
+                serialized_value_size=1,
+                headers=[],
+            )
+            for offset in range(self.next, stop)
+            if offset in self.records
+        ]
+        self.next = stop
+        return {partitions[0]: found} if found else {}
+
+
+TAIL = TopicPartition("rates-journal-changelog", 0)
+
+
+def find_last(records: set[int], start: int, end: int) -> tuple[int | None, list[int]]:
+    reader = FakeCommittedReader(records, end)
+    last = asyncio.run(
+        last_record_offset(reader, TAIL, start, end, deadline=time.monotonic() + 30)
+    )
+    return last, reader.seeks
+
+
+def test_last_record_offset_below_commit_marker() -> None:
+    # Records 0-4 then the commit marker at 5; the end offset is 6.
+    last, seeks = find_last({0, 1, 2, 3, 4}, 0, 6)
+
+    assert last == 4
+    assert seeks == [0]
+
+
+def test_last_record_offset_before_long_aborted_run() -> None:
+    # A committed record at 100, then 500 aborted records and their marker.
+    last, seeks = find_last({100}, 0, 602)
+
+    assert last == 100
+    assert seeks == [602 - 64, 602 - 512]
+
+
+def test_last_record_offset_only_markers() -> None:
+    last, _ = find_last(set(), 5, 40)
+
+    assert last is None
+
+
+def test_last_record_offset_empty_range() -> None:
+    last, seeks = find_last(set(), 7, 7)
+
+    assert last is None
+    assert seeks == []
+
+
+def test_last_record_offset_times_out() -> None:
+    reader = FakeCommittedReader({1}, 10)
+
+    with pytest.raises(TimeoutError, match="rates-journal-changelog"):
+        asyncio.run(last_record_offset(reader, TAIL, 0, 10, deadline=time.monotonic() - 1))
+
+
+# The Faust app in each mode
+
+
+def test_exactly_once_app_reads_committed(tmp_path: Path) -> None:
+    settings = Settings(processing_guarantee="exactly_once", data_dir=tmp_path)
+
+    app = AdoptionApp(settings).app
+
+    assert isinstance(app.transport, ReadCommittedTransport)
+    assert app.conf.TableManager is CommittedTableManager
+    assert app.conf.processing_guarantee.value == "at_least_once"
+
+
+def test_at_least_once_app_keeps_faust_defaults(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+
+    app = AdoptionApp(settings).app
+
+    assert not isinstance(app.transport, ReadCommittedTransport)
+    assert app.conf.TableManager is not CommittedTableManager
