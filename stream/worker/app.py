@@ -128,6 +128,7 @@ class AdoptionApp:
         self._input_next_offset: dict[TP, int] = {}
         self._input_backlog: dict[TP, int] = {}
         self._ingesting = False
+        self._leaving = False
         self._sent_watermark = Tick(self.sender_id, None, quiet=False)
         self._started = time.monotonic()
         self._last_count_batch = 0.0
@@ -254,6 +255,7 @@ class AdoptionApp:
 
         @app.on_before_shutdown.connect
         async def close_producers(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            await self._send_farewell()
             await self.transactions.stop()
             await self.writer.stop()
 
@@ -534,6 +536,8 @@ class AdoptionApp:
 
     async def _send_ticks(self) -> None:
         """Send this worker's input watermark to every counting partition."""
+        if self._leaving:
+            return
         try:
             await self._refresh_input_backlog()
         except Exception as exc:  # noqa: BLE001 - a failed look-up only delays idleness
@@ -551,6 +555,25 @@ class AdoptionApp:
             OutgoingRecord(topic, None, value, partition=partition)
             for partition in range(self.settings.internal_partitions)
         )
+
+    async def _send_farewell(self) -> None:
+        """Send every counting partition a last, quiet tick, as this worker stops.
+
+        A partition ignores a quiet worker's watermark while others read
+        input. Without this tick, the stopped worker's last watermark would
+        hold the partition's clock back until it went stale, several idle
+        timeouts later.
+        """
+        self._leaving = True
+        value = encode(Tick(self.sender_id, None, quiet=True, sent_at_ms=wall_clock_ms()))
+        topic = self.by_tenant_topic.get_topic_name()
+        try:
+            await self.writer.write(
+                OutgoingRecord(topic, None, value, partition=partition)
+                for partition in range(self.settings.internal_partitions)
+            )
+        except Exception as exc:  # noqa: BLE001 - shutting down; the ticks go stale instead
+            logger.warning("failed to send the last tick: %r", exc)
 
     # All tenants
 

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from stream.windows.journal import decode_delta
+from stream.worker.messages import Batch, Tick, decode_internal
 from tests.integration.harness import (
     Deployment,
     WorkerProcess,
@@ -29,6 +30,7 @@ from tests.integration.harness import (
 )
 from tests.integration.test_hard_cases import (
     ASSISTED_CHANNELS,
+    COUNTING_PARTITIONS,
     SELF_SERVICE_CHANNELS,
     Outgoing,
     Sample,
@@ -405,6 +407,34 @@ def test_restart_exports_one_series_per_window(
     assert values_of(samples, "support_interactions", tenant="t7", window="5m") == [4]
     # q7 had nothing in [10:05, 10:10), the newest window that has ended.
     assert rate_values(samples, "q7") == []
+
+
+def test_stopped_worker_sends_quiet_tick_last(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    # A stopped worker's last watermark must not hold the clocks back, so
+    # the last record it sends to each counting partition is a quiet tick.
+    deployment = new_deployment("farewell", ADOPTION_WINDOWS="5m/5m")
+    worker = launch(deployment)
+    send(
+        deployment.bootstrap_servers,
+        deployment.input_topic,
+        [(0, b"f1", event("f1", "t8", "chatbot", at("10:01:00"))), *pacers("10:05:30", "p1")],
+    )
+    assert wait_until(lambda: bool(rate_values(scrape(worker), "t8")), timeout=60), (
+        worker.log_tail()
+    )
+    worker.stop()
+
+    internal = read_all(deployment.bootstrap_servers, f"{deployment.app_id}-by-tenant")
+    last: dict[int, Tick | Batch] = {}
+    for record in sorted(internal, key=lambda record: (record.partition, record.offset)):
+        last[record.partition] = decode_internal(record.value)
+    assert sorted(last) == list(range(COUNTING_PARTITIONS))
+    for partition, message in last.items():
+        assert isinstance(message, Tick), (partition, message)
+        assert message.quiet, (partition, message)
+        assert message.watermark_ms is None, (partition, message)
 
 
 # Two workers: a rebalance moves series, and one tenant's events are counted once
