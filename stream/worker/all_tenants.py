@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from stream.logutil import RateLimitedLog
 from stream.settings import Settings
 from stream.windows.counts import SliceCounts, WindowCounts
 from stream.windows.spec import WindowSpec
@@ -41,6 +42,7 @@ class AllTenantsState:
     partials: dict[tuple[str, int], dict[int, SliceCounts]] = field(default_factory=dict)
     progress: dict[int, int | None] = field(default_factory=dict)
     newest_final: dict[str, AllTenantsWindow] = field(default_factory=dict)
+    log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(logger))
 
     def apply(self, partial: Partial) -> tuple[list[AllTenantsWindow], dict[bytes, bytes | None]]:
         """Take one partial; return the windows to publish and the table entries to write."""
@@ -55,7 +57,8 @@ class AllTenantsState:
                 and sums.end_ms + self.settings.grace_ms <= closed_before
             ):
                 # Its final record is out; a second, partial one would contradict it.
-                logger.warning(
+                self.log.warning(
+                    "ignored partial",
                     "ignored partial of partition %d for window %s ending %s, already final",
                     partial.partition,
                     sums.window,

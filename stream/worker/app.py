@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from stream.ingest.channels import load_channel_table
 from stream.ingest.deadletter import dead_letter_headers
 from stream.ingest.events import Interaction, Rejection, SourceRecord, parse_event
+from stream.logutil import RateLimitedLog
 from stream.metrics.registry import WorkerMetrics
 from stream.metrics.windows import TenantLabels, WindowCollector, WindowSample
 from stream.publish.alerts import encode_alert
@@ -50,8 +51,8 @@ from stream.worker.transactions import BatchOutput, BatchTransactions, TableChan
 logger = logging.getLogger(__name__)
 
 # Kafka's default limit on a record is 1 MiB. Internal records and journal
-# records stay well below it, and a count batch holds few internal records,
-# so its memory stays bounded while a backlog is read.
+# records stay well below it. A count batch takes few internal records, so its
+# memory stays bounded while a backlog is read.
 MAX_BATCH_BYTES = 256 * 1024
 MAX_JOURNAL_DELTA_BYTES = 512 * 1024
 COUNT_BATCH_RECORDS = 64
@@ -111,11 +112,12 @@ class AdoptionApp:
         self.channels = load_channel_table(settings.channels_file)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry)
+        self.record_log = RateLimitedLog(logger)
         self.labels = TenantLabels(
             settings.max_tenant_series, always=frozenset({settings.all_tenants})
         )
         self.counting = CountingStage(settings)
-        self.all_tenants = AllTenantsState(settings)
+        self.all_tenants = AllTenantsState(settings, log=self.record_log)
         self.owns_all_tenants = False
         self._all_tenants_restored = False
         self.sender_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -390,7 +392,8 @@ class AdoptionApp:
 
     def _reject(self, source: SourceRecord, rejection: Rejection) -> OutgoingRecord:
         """Log and count a rejected record, and return its dead-letter record."""
-        logger.warning(
+        self.record_log.warning(
+            f"{rejection.reason.value} rejection",
             "rejected record topic=%s partition=%d offset=%d reason=%s: %s",
             source.topic,
             source.partition,
@@ -455,7 +458,8 @@ class AdoptionApp:
         for tenant, number in output.duplicates.items():
             self.metrics.duplicates.labels(self.labels.label(tenant)).inc(number)
         for late in output.late:
-            logger.warning(
+            self.record_log.warning(
+                "late event",
                 "late event topic=%s partition=%d offset=%d tenant=%s occurred_at=%s "
                 "clock=%s: sent to %s",
                 late.event.source_topic,
@@ -641,7 +645,7 @@ class AdoptionApp:
         self.counting.keep_only(counting)
         owns = any(tp.topic == self.all_tenants_topic.get_topic_name() for tp in assigned)
         if not owns and self.owns_all_tenants:
-            self.all_tenants = AllTenantsState(self.settings)
+            self.all_tenants = AllTenantsState(self.settings, log=self.record_log)
             self._all_tenants_restored = False
         self.owns_all_tenants = owns
         self._assigned = True
@@ -659,6 +663,7 @@ class AdoptionApp:
         )
 
     def _update_gauges(self) -> None:
+        self.record_log.flush()
         self.metrics.ready.set(1 if self.is_ready() else 0)
         now_ms = wall_clock_ms()
         for partition, clock_ms in self.counting.clocks().items():

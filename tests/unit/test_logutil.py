@@ -1,0 +1,85 @@
+"""Rate-limited warnings: a few examples per kind and interval, then a count."""
+
+import logging
+
+import pytest
+
+from stream.logutil import RateLimitedLog
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def log(clock: FakeClock) -> RateLimitedLog:
+    return RateLimitedLog(logging.getLogger("test.logutil"), burst=3, interval_seconds=60, clock=clock)
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records]
+
+
+def test_burst_logged_then_suppressed(
+    log: RateLimitedLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        for number in range(10):
+            log.warning("late event", "late event %d", number)
+
+    assert messages(caplog) == ["late event 0", "late event 1", "late event 2"]
+
+
+def test_kinds_have_separate_budgets(
+    log: RateLimitedLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        for number in range(5):
+            log.warning("late event", "late %d", number)
+            log.warning("invalid_json rejection", "invalid %d", number)
+
+    assert messages(caplog).count("late 2") == 1
+    assert messages(caplog).count("invalid 2") == 1
+    assert len(messages(caplog)) == 6
+
+
+def test_next_interval_reports_suppressed(
+    log: RateLimitedLog, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        for number in range(8):
+            log.warning("late event", "late %d", number)
+        clock.now += 61
+        log.warning("late event", "late again")
+
+    assert messages(caplog)[3] == (
+        "5 more late event warnings in 60 s not logged; the metrics count every one"
+    )
+    assert messages(caplog)[4] == "late again"
+
+
+def test_flush_reports_ended_interval_once(
+    log: RateLimitedLog, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        for number in range(4):
+            log.warning("late event", "late %d", number)
+        log.flush()
+        still_open = len(caplog.records)
+        clock.now += 61
+        log.flush()
+        log.flush()
+
+    assert still_open == 3
+    assert messages(caplog)[3:] == [
+        "1 more late event warnings in 60 s not logged; the metrics count every one"
+    ]
