@@ -13,8 +13,9 @@ from tests.integration.harness import (
     has_final,
     final_records,
     produce,
+    read_all,
+    send,
 )
-from tests.integration.test_hard_cases import read_all, send
 
 pytestmark = pytest.mark.integration
 

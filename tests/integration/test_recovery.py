@@ -21,26 +21,24 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from stream.windows.journal import decode_delta
 from stream.worker.messages import Batch, Tick, decode_internal
 from tests.integration.harness import (
-    Deployment,
-    WorkerProcess,
-    consume_until,
-    decode_records,
-    event,
-    headers_of,
-)
-from tests.integration.test_hard_cases import (
     ASSISTED_CHANNELS,
     COUNTING_PARTITIONS,
     SELF_SERVICE_CHANNELS,
+    Deployment,
     Outgoing,
     Sample,
+    WorkerProcess,
     at,
+    consume_until,
     counter_value,
     counting_partition,
     counts_of,
+    decode_records,
     epoch_ms,
+    event,
     finals_of,
     has_finals,
+    headers_of,
     pacers,
     rate_values,
     read_all,
@@ -50,7 +48,7 @@ from tests.integration.test_hard_cases import (
     values_of,
     wait_until,
 )
-from tests.integration.test_hard_cases import launch, new_deployment  # noqa: F401 - fixtures
+
 
 pytestmark = pytest.mark.integration
 
