@@ -179,7 +179,7 @@ class PartitionState:
         all_tenants = self.all_tenants
         combined: dict[int, SliceCounts] = {}
         for (tenant, start), counts in batch.items():
-            self._add_to_tenant(tenant, start, counts)
+            self._add_to_tenant(tenant, start, counts, track_windows=record)
             if tenant != all_tenants:
                 target = combined.setdefault(start, {})
                 for key, number in counts.items():
@@ -187,9 +187,11 @@ class PartitionState:
             if record:
                 _add_counts(self._delta.counts.setdefault((tenant, start), {}), counts)
         for start, counts in combined.items():
-            self._add_to_tenant(all_tenants, start, counts)
+            self._add_to_tenant(all_tenants, start, counts, track_windows=record)
 
-    def _add_to_tenant(self, tenant: str, start: int, counts: SliceCounts) -> None:
+    def _add_to_tenant(
+        self, tenant: str, start: int, counts: SliceCounts, *, track_windows: bool
+    ) -> None:
         state = self.tenants.get(tenant)
         if state is None:
             state = self.tenants[tenant] = TenantState(steps=[{} for _ in self.windows])
@@ -206,6 +208,11 @@ class PartitionState:
 
         if start > self.newest_event_ms.get(tenant, -(2**62)):
             self.newest_event_ms[tenant] = start
+        if track_windows:
+            self._mark_windows(state, start)
+
+    def _mark_windows(self, state: TenantState, start: int) -> None:
+        """Mark the windows holding the slice at ``start`` pending and changed, unless final."""
         finalized = self.finalized_ms
         for index, spec in enumerate(self.windows):
             for end in window_ends(spec, start):
@@ -390,12 +397,21 @@ class PartitionState:
         self._remember_ids(delta.ids, record=False)
 
     def finish_restore(self) -> None:
-        """Forget restored windows that were already final and mark none as changed."""
+        """Mark the windows of restored slices that are not final yet as pending, none as changed.
+
+        Replaying deltas skips this bookkeeping, so it is done once here, per
+        step-long span rather than per slice: the step divides the size, so
+        every slice of a span lies in the same windows.
+        """
         finalized = self.finalized_ms
         for state in self.tenants.values():
-            if finalized is not None:
-                state.pending = {w for w in state.pending if w[1] + self.grace_ms > finalized}
+            state.pending = set()
             state.dirty.clear()
+            for index, (spec, steps) in enumerate(zip(self.windows, state.steps, strict=True)):
+                for step_start in steps:
+                    for end in window_ends(spec, step_start):
+                        if finalized is None or end + self.grace_ms > finalized:
+                            state.pending.add((index, end))
         self.expire()
 
     def snapshot(self, max_entries: int) -> list[Delta]:

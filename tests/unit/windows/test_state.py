@@ -547,6 +547,33 @@ def test_take_delta_only_changes_since_last() -> None:
     assert second.clock_ms == at("10:01:00")
 
 
+def test_finish_restore_pending_matches_original() -> None:
+    windows = (
+        WindowSpec("5m", 5 * MINUTE_MS, MINUTE_MS),
+        WindowSpec("1h", 60 * MINUTE_MS, 5 * MINUTE_MS),
+    )
+    original = new_state(windows=windows)
+    deltas = run_batches(
+        original,
+        [
+            ([interaction("w1", "t1", "chatbot", "10:00:10")], "10:00:10"),
+            ([interaction("w2", "t2", "phone", "10:04:00")], "10:06:00"),
+            ([interaction("w3", "t1", "faq", "10:07:30")], "10:09:00"),
+            ([interaction("w4", "t2", "email", "10:12:00")], "10:12:00"),
+        ],
+    )
+
+    rebuilt = new_state(windows=windows)
+    for delta in deltas:
+        rebuilt.apply_delta(delta)
+    rebuilt.finish_restore()
+
+    assert set(rebuilt.tenants) == set(original.tenants)
+    for tenant, state in original.tenants.items():
+        assert rebuilt.tenants[tenant].pending == state.pending, tenant
+        assert rebuilt.tenants[tenant].dirty == set(), tenant
+
+
 def test_finish_restore_no_repeated_finals() -> None:
     original = new_state()
     deltas = run_batches(
