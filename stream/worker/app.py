@@ -131,6 +131,7 @@ class AdoptionApp:
         self._input_backlog: dict[TP, int] = {}
         self._ingesting = False
         self._leaving = False
+        self._counting_partitions: set[int] = set()
         self._sent_watermark = Tick(self.sender_id, None, quiet=False)
         self._started = time.monotonic()
         self._last_count_batch = 0.0
@@ -629,6 +630,7 @@ class AdoptionApp:
     def _on_assigned(self, assigned: set[TP]) -> None:
         by_tenant = self.by_tenant_topic.get_topic_name()
         counting = {tp.partition for tp in assigned if tp.topic == by_tenant}
+        self._counting_partitions = counting
         inputs = {tp for tp in assigned if tp.topic in self.settings.input_topics}
         if inputs != self._input_partitions:
             self._input_partitions = inputs
@@ -654,9 +656,16 @@ class AdoptionApp:
         )
 
     def is_ready(self) -> bool:
-        """Tell whether the worker has its partitions and is consuming."""
+        """Tell whether the worker has its partitions, has restored their state, and is consuming.
+
+        Counting state is restored when a partition's first batch arrives, and
+        watermark ticks reach every partition each tick interval, so a fresh
+        assignment is restored within about one interval plus restore time.
+        """
         app = self.app
         if not self._assigned or app.rebalancing:
+            return False
+        if any(partition not in self.counting.states for partition in self._counting_partitions):
             return False
         return not any(
             getattr(agent, "_crash_reason", None) is not None for agent in app.agents.values()
