@@ -253,6 +253,12 @@ def check_environment(environ: Mapping[str, str]) -> None:
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, raising :class:`ConfigError` with every problem listed."""
     check_environment(os.environ)
+    config_file = os.environ.get("ADOPTION_CONFIG_FILE")
+    if config_file is not None and not Path(config_file).is_file():
+        raise ConfigError(
+            f"ADOPTION_CONFIG_FILE names {config_file!r}, which is not a file: fix the path, "
+            f"or unset the variable to read {DEFAULT_CONFIG_FILE}"
+        )
     try:
         return Settings(**overrides)
     except ValueError as exc:

@@ -5,10 +5,16 @@ import asyncio
 import logging
 import sys
 
+from aiokafka.errors import KafkaError
+
 from stream.errors import AdoptionRateError
 from stream.settings import load_settings
 
 logger = logging.getLogger(__name__)
+
+EXIT_CONFIG_ERROR = 2
+# EX_UNAVAILABLE from sysexits.h: a service the worker needs is not available.
+EXIT_KAFKA_UNAVAILABLE = 69
 
 
 def add_worker_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -41,11 +47,19 @@ def run_worker(args: argparse.Namespace) -> int:
         from stream.worker.app import AdoptionApp
         from stream.worker.topics import ensure_topics
 
-        asyncio.run(ensure_topics(settings))
         service = AdoptionApp(settings)
     except AdoptionRateError as exc:
         print(f"adoption-rate worker: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG_ERROR
+    try:
+        asyncio.run(ensure_topics(settings))
+    except (KafkaError, OSError) as exc:
+        print(
+            f"adoption-rate worker: cannot reach Kafka at {settings.bootstrap_servers}: {exc!r}. "
+            "Check bootstrap_servers (ADOPTION_BOOTSTRAP_SERVERS) and that the broker runs",
+            file=sys.stderr,
+        )
+        return EXIT_KAFKA_UNAVAILABLE
 
     import faust
 

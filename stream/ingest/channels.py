@@ -71,6 +71,10 @@ def load_channel_table(path: Path) -> ChannelTable:
         raise ConfigError(
             f"channel table {path} not found: set channels_file to a TOML file"
         ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"channel table {path} cannot be read ({exc}): set channels_file to a UTF-8 TOML file"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"channel table {path} is not valid TOML: {exc}") from exc
 

@@ -18,7 +18,9 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
             monkeypatch.delenv(name)
-    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(empty))
 
 
 def test_load_settings_defaults() -> None:
@@ -210,4 +212,22 @@ def test_misspelt_environment_variable_rejected(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("ADOPTION_GRACE", "5m")
 
     with pytest.raises(ConfigError, match="ADOPTION_GRACE"):
+        load_settings()
+
+
+def test_missing_config_file_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(missing))
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+
+    assert str(missing) in str(raised.value)
+    assert "not a file" in str(raised.value)
+
+
+def test_config_file_folder_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(tmp_path))
+
+    with pytest.raises(ConfigError, match="not a file"):
         load_settings()

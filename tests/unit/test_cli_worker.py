@@ -1,0 +1,52 @@
+"""Start-up errors of ``adoption-rate worker``: one clear line and an exit status, no traceback."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from stream.broker.process import free_ports
+from stream.cli.main import main
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ADOPTION_DATA_DIR", str(tmp_path / "data"))
+
+
+def test_worker_unreachable_broker_exits_69(capsys: pytest.CaptureFixture[str]) -> None:
+    # Nothing listens on a port that was just free.
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+
+    status = main(["worker", "--bootstrap-servers", address])
+
+    error = capsys.readouterr().err
+    assert status == 69
+    assert f"cannot reach Kafka at {address}" in error
+    assert "Traceback" not in error
+
+
+def test_worker_channels_folder_exits_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ADOPTION_CHANNELS_FILE", str(tmp_path))
+
+    status = main(["worker"])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert f"channel table {tmp_path} cannot be read" in error
+
+
+def test_worker_missing_config_file_exits_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(tmp_path / "missing.toml"))
+
+    status = main(["worker"])
+
+    assert status == 2
+    assert "missing.toml" in capsys.readouterr().err
