@@ -189,13 +189,22 @@ class CountingStage:
             3 * self.settings.idle_timeout_ms / 1000, 10 * self.settings.tick_interval_ms / 1000
         )
         wall_ms = self._wall_clock()
+        # Send times are compared with the newest one read here, not with the
+        # wall clock: while counting lags behind ingest, every tick read is
+        # old, and a live worker's ticks must not look like a dead one's.
+        newest_sent_ms = max(
+            (sender.tick.sent_at_ms for sender in senders.values()
+             if sender.tick.sent_at_ms is not None),
+            default=None,
+        )
         stale = [
             sender_id
             for sender_id, sender in senders.items()
             if now - sender.received > stale_after
             or (
                 sender.tick.sent_at_ms is not None
-                and wall_ms - sender.tick.sent_at_ms > stale_after * 1000
+                and newest_sent_ms is not None
+                and newest_sent_ms - sender.tick.sent_at_ms > stale_after * 1000
             )
         ]
         for sender_id in stale:

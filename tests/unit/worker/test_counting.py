@@ -365,6 +365,23 @@ def test_replayed_old_tick_ignored() -> None:
     assert stage.clocks()[0] == at("08:05:00")
 
 
+def test_lagging_ticks_still_move_clock() -> None:
+    # Counting runs ten minutes behind ingest: every tick read is old by the
+    # wall clock, but they are the newest ticks there are.
+    clocks = FakeClocks(at("08:10:00"))
+    stage = make_stage(clocks)
+    stage.restore(0, [])
+    lag_ms = 10 * 60_000
+    first = Tick("live", at("07:00:00"), quiet=False, sent_at_ms=clocks.wall_ms - lag_ms)
+    second = Tick("live", at("07:05:00"), quiet=False, sent_at_ms=clocks.wall_ms - lag_ms + 1_000)
+
+    stage.process(0, [], [first])
+    clocks.advance(1)
+    stage.process(0, [], [second])
+
+    assert stage.clocks()[0] == at("07:05:00")
+
+
 # Late events
 
 
