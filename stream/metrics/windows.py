@@ -44,7 +44,9 @@ class TenantLabels:
     """Assigns each tenant its own label until the limit, then ``other``.
 
     Tenants keep the label they got first, so a series never changes name
-    while the process runs. The all-tenants figure always keeps its label.
+    while the process runs. The all-tenants figure always keeps its label. A
+    tenant named ``other`` takes no label of its own: its counts are part of
+    the ``other`` series, with those of the tenants beyond the limit.
     """
 
     max_tenants: int
@@ -55,6 +57,8 @@ class TenantLabels:
         """Return the label value for a tenant."""
         if tenant in self.assigned or tenant in self.always:
             return tenant
+        if tenant == OTHER_TENANTS:
+            return OTHER_TENANTS
         if len(self.assigned) < self.max_tenants:
             self.assigned.add(tenant)
             return tenant

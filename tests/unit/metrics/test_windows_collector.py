@@ -158,6 +158,21 @@ def test_collector_labels_stable_between_scrapes() -> None:
     assert value(registry, "support_interactions", OTHER_TENANTS) == 4
 
 
+def test_tenant_named_other_takes_no_label() -> None:
+    registry = collect(
+        [
+            WindowSample(OTHER_TENANTS, FIVE_MINUTES, END_MS, counts(1, 1)),
+            WindowSample("t1", FIVE_MINUTES, END_MS, counts(0, 3)),
+            WindowSample("t2", FIVE_MINUTES, END_MS, counts(2, 0)),
+        ],
+        max_tenants=1,
+    )
+
+    assert value(registry, "support_interactions", "t1") == 3
+    assert value(registry, "support_interactions", "t2") is None
+    assert value(registry, "support_interactions", OTHER_TENANTS) == 4
+
+
 def test_collector_all_tenants_never_folded() -> None:
     registry = collect(
         [
