@@ -94,7 +94,11 @@ def add_replay_command(
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    """Run the replay that the parsed arguments describe, print its report and return 0 or 1."""
+    """Run the replay that the parsed arguments describe, print its report and return 0 or 1.
+
+    A file with rows of which none could be mapped returns 1: that is a wrong
+    mapping or file, not an empty stream.
+    """
     try:
         settings = load_settings()
         mapping = load_mapping(args.mapping) if args.mapping else None
@@ -114,4 +118,12 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"adoption-rate replay: error: {exc}", file=sys.stderr)
         return 1
     print(report.format())
+    if report.rows_read and not report.events_produced:
+        reasons = ", ".join(f"{reason} ({count})" for reason, count in report.skipped.most_common(3))
+        print(
+            f"adoption-rate replay: error: none of the {report.rows_read} rows of {args.file} "
+            f"could be mapped to an event ({reasons}): check --mapping and the file's columns",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -117,7 +117,7 @@ def _decode_json_line(decoder: msgspec.json.Decoder[Any], number: int, line: str
         return SourceRow(number=number, error=MappingError("invalid_json", f"invalid JSON: {exc}"))
     if not isinstance(value, dict):
         error = MappingError(
-            "invalid_record", f"JSON value is a {type(value).__name__}, not an object"
+            "not_an_object", f"JSON value is a {type(value).__name__}, not an object"
         )
         return SourceRow(number=number, error=error)
     return SourceRow(number=number, fields=value)

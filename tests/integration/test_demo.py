@@ -43,3 +43,4 @@ def test_demo_shows_share_rising_over_years(kafka_bootstrap: str) -> None:
     assert shares[min(shares)] < 1.0
     assert shares[2014] > 45.0
     assert shares[2014] > shares[2011] > shares[min(shares)]
+

@@ -352,7 +352,7 @@ def test_json_lines_bad_lines_are_reported(tmp_path: Path) -> None:
     assert rows[1].error is not None
     assert rows[1].error.reason == "invalid_json"
     assert rows[2].error is not None
-    assert rows[2].error.reason == "invalid_record"
+    assert rows[2].error.reason == "not_an_object"
     assert rows[2].number == 4
 
 
