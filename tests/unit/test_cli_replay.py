@@ -1,7 +1,6 @@
 """Exit status of ``adoption-rate replay`` when no row of a file maps to an event."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -10,13 +9,6 @@ from stream.broker.process import free_ports
 from stream.cli.main import main
 
 MAPPINGS = Path(__file__).resolve().parents[2] / "config" / "mappings"
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
-            monkeypatch.delenv(name)
 
 
 def replay(path: Path, *extra: str) -> int:

@@ -1,6 +1,5 @@
 """Start-up errors of ``adoption-rate worker``: one clear line and an exit status, no traceback."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,10 +9,7 @@ from stream.cli.main import main
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
-            monkeypatch.delenv(name)
+def data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ADOPTION_DATA_DIR", str(tmp_path / "data"))
 
 

@@ -1,6 +1,5 @@
 """Tests of the settings: environment overrides, the TOML file and validation errors."""
 
-import os
 import socket
 from pathlib import Path
 
@@ -11,16 +10,6 @@ from stream.settings import Settings, load_settings
 from stream.windows.spec import WindowSpec
 
 MINUTE_MS = 60_000
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
-            monkeypatch.delenv(name)
-    empty = tmp_path / "empty.toml"
-    empty.write_text("")
-    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(empty))
 
 
 def test_load_settings_defaults() -> None:

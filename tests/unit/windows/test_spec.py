@@ -1,8 +1,6 @@
 """Tests of the window arithmetic: half-open bounds, overlap, slices and invalid specs."""
 
-import os
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -167,14 +165,6 @@ def test_parse_windows_invalid(text: str, message: str) -> None:
 def test_window_spec_invalid_names_window() -> None:
     with pytest.raises(ValueError, match=r"invalid window 'odd'"):
         WindowSpec(name="odd", size_ms=7 * MINUTE_MS, step_ms=2 * MINUTE_MS)
-
-
-@pytest.fixture
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(tmp_path / "absent.toml"))
 
 
 @pytest.mark.usefixtures("isolated_env")

@@ -1,8 +1,6 @@
 """Tests of the all-tenants figure added up from the counting partitions' partials."""
 
-import os
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -23,14 +21,6 @@ def at(clock_time: str) -> int:
 
 
 END = at("10:05:00")
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(tmp_path / "absent.toml"))
 
 
 @pytest.fixture

@@ -1,13 +1,9 @@
 """Tests of the counting stage, driven by hand with fake clocks and no broker."""
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from stream.ingest.channels import ChannelClass
 from stream.ingest.events import Interaction
@@ -52,14 +48,6 @@ class FakeClocks:
     def advance(self, seconds: float) -> None:
         self.monotonic_seconds += seconds
         self.wall_ms += int(seconds * 1000)
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(tmp_path / "absent.toml"))
 
 
 def make_settings(windows: str = "5m", **overrides: Any) -> Settings:

@@ -1,7 +1,6 @@
 """Tests of the exactly-once helpers that need no broker: offsets, ids, changelog tails."""
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +18,6 @@ from stream.worker.read_committed import (
     last_record_offset,
 )
 from stream.worker.transactions import next_offsets, store_in_table, transactional_id
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("ADOPTION_") or name == "KAFKA_BOOTSTRAP_SERVERS":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(tmp_path / "absent.toml"))
 
 
 # Offsets to commit
