@@ -260,6 +260,20 @@ def load_settings(**overrides: Any) -> Settings:
             f"or unset the variable to read {DEFAULT_CONFIG_FILE}"
         )
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValueError as exc:
         raise ConfigError(f"invalid settings: {exc}") from exc
+    if settings.processing_guarantee == "exactly_once":
+        # NOTE: the transactions of stream.worker.transactions are complete,
+        # but a test that killed a worker mid-stream saw the restarted worker
+        # skip 130 input records between two of its own batches, and its next
+        # transaction committed offsets past them. Faust delivered the records
+        # to no batch; the cause is not found yet. At least once, counts are
+        # exact by de-duplication and Faust commits no offset past a record
+        # it did not acknowledge.
+        raise ConfigError(
+            "processing_guarantee 'exactly_once' is disabled: in tests a restarted worker "
+            "skipped input records and committed offsets past them, losing them. Use "
+            "'at_least_once', which counts exactly by de-duplication"
+        )
+    return settings

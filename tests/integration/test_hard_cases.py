@@ -57,7 +57,8 @@ pytestmark = pytest.mark.integration
 # A quiet stream still closes its last window
 
 
-@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+# Exactly-once processing is rejected at start-up; see load_settings in stream/settings.py.
+@pytest.mark.parametrize("guarantee", ["at_least_once"])
 def test_quiet_stream_closes_last_window(
     guarantee: str,
     new_deployment: Callable[..., Deployment],
