@@ -64,7 +64,7 @@ class RateLimitedLog:
 
     def _report(self, kind: str, window: _Window) -> None:
         self._logger.warning(
-            "%d more %s warnings in %.0f s not logged; the metrics count every one",
+            "%d more %s warnings in %.0f s not logged",
             window.suppressed,
             kind,
             self._interval,

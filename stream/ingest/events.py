@@ -34,12 +34,17 @@ class Reason(StrEnum):
     UNKNOWN_CHANNEL = "unknown_channel"
     RESERVED_TENANT = "reserved_tenant"
     TOO_LONG = "too_long"
+    TOO_LARGE = "too_large"
     LATE = "late"
 
 
 # Event ids and tenants are kept in counting state, journal records and metric
 # labels; this bound keeps each of those small.
 MAX_ID_LENGTH = 128
+# A valid event travels on to the counting stage with its raw bytes and its
+# parsed fields, about twice its size, in one record that must stay below
+# Kafka's default limit of 1 MiB.
+MAX_EVENT_BYTES = 200 * 1024
 
 
 class Interaction(msgspec.Struct, array_like=True, frozen=True):
@@ -179,6 +184,11 @@ def _parse_event(
     raw = source.value
     if not raw:
         return Rejection(Reason.EMPTY_VALUE, "record value is empty")
+    if len(raw) > MAX_EVENT_BYTES:
+        return Rejection(
+            Reason.TOO_LARGE,
+            f"record value is {len(raw)} bytes, more than the {MAX_EVENT_BYTES} allowed",
+        )
     try:
         document = _decoder.decode(raw)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError) as exc:

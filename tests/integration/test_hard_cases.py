@@ -357,6 +357,12 @@ BAD_RECORDS = [
         "epoch seconds", b"b10", event("b10", "t4", "chatbot", epoch_ms("12:00:45") // 1000),
         "invalid_time",
     ),
+    # Valid, but too large to travel on with its parsed fields in one record.
+    BadRecord(
+        "event of 700 KB", b"b11",
+        event("b11", "t4", "chatbot", at("12:00:50"), segment="x" * 700_000),
+        "too_large",
+    ),
 ]
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from stream.ingest.channels import ChannelClass, ChannelTable, load_channel_table
 from stream.ingest.events import (
+    MAX_EVENT_BYTES,
     MAX_ID_LENGTH,
     Interaction,
     Reason,
@@ -179,6 +180,25 @@ def test_parse_event_id_too_long(channels: ChannelTable, field: str) -> None:
     assert result.reason == Reason.TOO_LONG
     assert field in result.detail
     assert str(MAX_ID_LENGTH + 1) in result.detail
+
+
+def test_parse_event_too_large(channels: ChannelTable) -> None:
+    raw = json.dumps(document(segment="x" * MAX_EVENT_BYTES)).encode()
+
+    result = rejected(parse(channels, raw))
+
+    assert result.reason == Reason.TOO_LARGE
+    assert str(len(raw)) in result.detail
+
+
+def test_parse_event_at_size_limit(channels: ChannelTable) -> None:
+    base = json.dumps(document(segment="")).encode()
+    raw = json.dumps(document(segment="x" * (MAX_EVENT_BYTES - len(base)))).encode()
+
+    event = accepted(parse(channels, raw))
+
+    assert len(raw) == MAX_EVENT_BYTES
+    assert event.raw_value == raw
 
 
 @pytest.mark.parametrize("field", ["event_id", "tenant"])
