@@ -268,9 +268,8 @@ def load_settings(**overrides: Any) -> Settings:
         # but a test that killed a worker mid-stream saw the restarted worker
         # skip 130 input records between two of its own batches, and its next
         # transaction committed offsets past them. Faust delivered the records
-        # to no batch; the cause is not found yet. At least once, counts are
-        # exact by de-duplication and Faust commits no offset past a record
-        # it did not acknowledge.
+        # to no batch; the cause is not found yet. A trial at least once also
+        # saw a window short after a kill, which may have the same cause.
         raise ConfigError(
             "processing_guarantee 'exactly_once' is disabled: in tests a restarted worker "
             "skipped input records and committed offsets past them, losing them. Use "
