@@ -552,6 +552,10 @@ class AdoptionApp:
             # watermark may include them; mid-batch the last one sent is kept.
             self._sent_watermark = self.input_watermark()
         tick = self._sent_watermark
+        await self._write_tick(Tick(tick.sender, tick.watermark_ms, tick.quiet))
+
+    async def _write_tick(self, tick: Tick) -> None:
+        """Write ``tick``, stamped with the wall clock, to every counting partition."""
         value = encode(
             Tick(tick.sender, tick.watermark_ms, tick.quiet, sent_at_ms=wall_clock_ms())
         )
@@ -570,13 +574,8 @@ class AdoptionApp:
         timeouts later.
         """
         self._leaving = True
-        value = encode(Tick(self.sender_id, None, quiet=True, sent_at_ms=wall_clock_ms()))
-        topic = self.by_tenant_topic.get_topic_name()
         try:
-            await self.writer.write(
-                OutgoingRecord(topic, None, value, partition=partition)
-                for partition in range(self.settings.internal_partitions)
-            )
+            await self._write_tick(Tick(self.sender_id, None, quiet=True))
         except Exception as exc:  # noqa: BLE001 - shutting down; the ticks go stale instead
             logger.warning("failed to send the last tick: %r", exc)
 

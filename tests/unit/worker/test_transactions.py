@@ -1,4 +1,4 @@
-"""Tests of the exactly-once helpers that need no broker: offsets, ids, changelog tails."""
+"""Tests that need no broker: exactly-once helpers, and the app in each mode."""
 
 import asyncio
 import time
@@ -210,3 +210,22 @@ def test_at_least_once_app_keeps_faust_defaults(tmp_path: Path) -> None:
 
     assert not isinstance(app.transport, ReadCommittedTransport)
     assert app.conf.TableManager is not CommittedTableManager
+
+
+# Readiness
+
+
+def test_ready_waits_for_restored_partitions(tmp_path: Path) -> None:
+    service = AdoptionApp(Settings(data_dir=tmp_path))
+    service._on_assigned(
+        {TP(f"{service.settings.app_id}-by-tenant", partition) for partition in (0, 1)}
+    )
+
+    before = service.is_ready()
+    service.counting.restore(0, [])
+    half = service.is_ready()
+    service.counting.restore(1, [])
+
+    assert before is False
+    assert half is False
+    assert service.is_ready() is True
