@@ -1,8 +1,8 @@
 """Logging of repeated per-record events at a bounded rate.
 
 A stream of bad or late records would otherwise write one log line per
-record. Metrics count every one of them; the log keeps the first few of each
-kind per interval as examples, then one line with how many were left out.
+record. The log keeps the first few of each kind per interval as examples,
+then writes one line with how many were left out.
 """
 
 import logging

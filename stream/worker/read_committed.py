@@ -101,7 +101,7 @@ async def last_record_offset(
     The consumer reads committed records only, so markers and aborted records
     are skipped. It reads backwards from ``end`` in growing spans, so a
     changelog is read from the start only when its end contains no
-    committed record. Returns None when the range holds none. Raises TimeoutError once
+    committed record. Returns None when the range contains none. Raises TimeoutError once
     ``deadline`` (a ``time.monotonic`` value) has passed.
     """
     span = FIRST_TAIL_SPAN

@@ -58,7 +58,7 @@ class TableChange:
 
 @dataclass(slots=True)
 class BatchOutput:
-    """What one agent batch writes: records, then table changes.
+    """Records and table changes of one agent batch, written in that order.
 
     The table changes reach Kafka only after every record is acknowledged, so
     a journal record that marks windows closed never becomes durable before
