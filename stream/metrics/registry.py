@@ -21,6 +21,12 @@ class WorkerMetrics:
             ["topic"],
             registry=registry,
         )
+        self.reread = Counter(
+            "adoption_records_reread",
+            "Input records delivered again after a seek and skipped by offset.",
+            ["topic"],
+            registry=registry,
+        )
         self.rejected = Counter(
             "adoption_events_rejected",
             "Records sent to the dead-letter topic, by reason.",

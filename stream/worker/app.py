@@ -45,7 +45,8 @@ from stream.worker.messages import (
     encode,
 )
 from stream.worker.output import OutgoingRecord, RecordWriter
-from stream.worker.read_committed import CommittedTableManager, use_read_committed
+from stream.worker.consumer import SeekingTransport, use_transport
+from stream.worker.read_committed import CommittedTableManager, ReadCommittedTransport
 from stream.worker.transactions import BatchOutput, BatchTransactions, TableChange
 
 logger = logging.getLogger(__name__)
@@ -181,8 +182,7 @@ class AdoptionApp:
             table_standby_replicas=0,
             **extra,
         )
-        if exactly_once:
-            use_read_committed(app)
+        use_transport(app, ReadCommittedTransport if exactly_once else SeekingTransport)
         return app
 
     def _declare_topics(self) -> None:
@@ -217,7 +217,11 @@ class AdoptionApp:
 
         @app.agent(self.input_topic, name="ingest")
         async def ingest(stream: Any) -> AsyncIterator[None]:
-            async for events in stream.take_events(settings.batch_max_events, within_seconds):
+            async for taken in stream.take_events(settings.batch_max_events, within_seconds):
+                events = self._unprocessed(taken)
+                if not events:
+                    yield None
+                    continue
                 with stop_on_error("ingest"):
                     async with self.transactions.batch("ingest", events) as output:
                         watermark = await self._ingest(events, output)
@@ -300,6 +304,26 @@ class AdoptionApp:
             return web.json({"ready": ready}, status=200 if ready else 503)
 
     # Ingest
+
+    def _unprocessed(self, events: Sequence[Any]) -> list[Any]:
+        """Return the events at input offsets this worker has not processed since assignment.
+
+        After a rebalance Faust seeks the input partitions back to their
+        committed offsets (see :mod:`stream.worker.consumer`), so records it
+        delivered before the seek come again. Skipping them by offset keeps
+        their dead letters and, in exactly-once mode, the committed offsets
+        from repeating or going back.
+        """
+        next_offsets = dict(self._input_next_offset)
+        unprocessed = []
+        for event in events:
+            message = event.message
+            if message.offset < next_offsets.get(message.tp, 0):
+                self.metrics.reread.labels(message.topic).inc()
+                continue
+            next_offsets[message.tp] = message.offset + 1
+            unprocessed.append(event)
+        return unprocessed
 
     async def _ingest(self, events: Sequence[Any], output: BatchOutput) -> Tick:
         """Route a batch's events to the counting partitions; return the watermark after them."""

@@ -28,13 +28,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
-from faust.transport.drivers.aiokafka import (
-    AIOKafkaConsumerThread,
-    Consumer,
-    Transport,
-    server_list,
-)
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Transport, server_list
 from faust.types import TP, ConsumerT
+
+from stream.worker.consumer import SeekingConsumer, SeekingTransport
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +53,7 @@ class ReadCommittedConsumerThread(AIOKafkaConsumerThread):
         return consumer
 
 
-class ReadCommittedConsumer(Consumer):
+class ReadCommittedConsumer(SeekingConsumer):
     """Faust's aiokafka consumer, reading committed records and committing no offsets."""
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
@@ -75,7 +72,7 @@ class ReadCommittedConsumer(Consumer):
         return False
 
 
-class ReadCommittedTransport(Transport):
+class ReadCommittedTransport(SeekingTransport):
     """Faust's aiokafka transport with :class:`ReadCommittedConsumer`."""
 
     Consumer = ReadCommittedConsumer
@@ -179,14 +176,3 @@ class CommittedTableManager(TableManager):
                 self.app, self, beacon=self.beacon, loop=self.loop
             )
         return self._recovery
-
-
-def use_read_committed(app: faust.App) -> None:
-    """Make ``app`` consume through :class:`ReadCommittedTransport`.
-
-    Call it right after creating the app, before anything creates Faust's
-    default transport, and create the app with
-    ``TableManager=CommittedTableManager``.
-    """
-    app.transport = ReadCommittedTransport(app.conf.broker_consumer, app)
-

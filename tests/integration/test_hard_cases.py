@@ -57,8 +57,7 @@ pytestmark = pytest.mark.integration
 # A quiet stream still closes its last window
 
 
-# Exactly-once processing is rejected at start-up; see load_settings in stream/settings.py.
-@pytest.mark.parametrize("guarantee", ["at_least_once"])
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_quiet_stream_closes_last_window(
     guarantee: str,
     new_deployment: Callable[..., Deployment],

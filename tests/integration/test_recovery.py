@@ -4,14 +4,19 @@ A restart starts a new worker process on the same deployment, which rebuilds
 its counting state from the journal changelog, as after a crash or an upgrade.
 """
 
+import asyncio
+import os
 import random
 import re
+import signal
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from aiokafka.structs import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from stream.windows.journal import decode_delta
 from stream.worker.messages import Batch, Tick, decode_internal
@@ -33,6 +38,7 @@ from tests.integration.harness import (
     event,
     finals_of,
     has_finals,
+    headers_of,
     pacers,
     rate_values,
     read_all,
@@ -50,8 +56,7 @@ pytestmark = pytest.mark.integration
 # A hard kill loses nothing and doubles nothing
 
 
-# Exactly-once processing is rejected at start-up; see load_settings in stream/settings.py.
-@pytest.mark.parametrize("guarantee", ["at_least_once"])
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_hard_kill_loses_and_doubles_nothing(
     guarantee: str,
     new_deployment: Callable[..., Deployment],
@@ -114,6 +119,170 @@ def test_hard_kill_loses_and_doubles_nothing(
         assert len(finals_of(output, "*", "1h", end)) == 1
 
 
+# A worker killed inside its backlog: nothing lost, and with transactions nothing doubled
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_kill_inside_backlog_loses_nothing(
+    guarantee: str,
+    new_deployment: Callable[..., Deployment],
+    launch: Callable[..., WorkerProcess],
+) -> None:
+    # The restarted worker resumes from committed offsets in the middle of a
+    # backlog, and Faust seeks its eight input partitions back to them while
+    # its recovery has the fetcher running. The restarted worker gets another
+    # worker id, so the broker, not a fencing producer, aborts the killed
+    # worker's open transactions.
+    partitions = 8
+    deployment = new_deployment(
+        "backlog",
+        input_partitions=partitions,
+        ADOPTION_WINDOWS="1h/1h",
+        ADOPTION_IDLE_TIMEOUT_MS="20s",
+        ADOPTION_PROCESSING_GUARANTEE=guarantee,
+        ADOPTION_TRANSACTION_TIMEOUT_MS="5s",
+    )
+
+    # 60,000 records of one hour, every fifth one invalid JSON, so the ingest
+    # batches write dead-letter records from their start to their end.
+    generator = random.Random(60_000)
+    hour_start_ms = epoch_ms("10:00:00")
+    events: list[Outgoing] = []
+    self_service = 0
+    for number in range(60_000):
+        if number % 5 == 4:
+            events.append((number % partitions, f"bad-{number}".encode(), b'{"event_id": "cut'))
+            continue
+        channels = SELF_SERVICE_CHANNELS if number % 3 == 0 else ASSISTED_CHANNELS
+        self_service += number % 3 == 0
+        event_id = f"x-{number:05d}"
+        occurred_at_ms = hour_start_ms + generator.randrange(3_600_000)
+        value = event(event_id, "t5", generator.choice(channels), occurred_at_ms)
+        events.append((number % partitions, event_id.encode(), value))
+    total = 48_000
+
+    worker = launch(deployment)
+    sent = send(deployment.bootstrap_servers, deployment.input_topic, events)
+    invalid = {
+        (record.partition, record.offset)
+        for record in sent
+        if record.key is not None and record.key.startswith(b"bad-")
+    }
+    assert wait_until(
+        lambda: consumed(scrape(worker), deployment) >= 3_000, timeout=120
+    ), worker.log_tail()
+    if guarantee == "exactly_once":
+        # Kill it at a moment when one of its transactions holds records on the broker.
+        transactional_topics = [
+            deployment.dead_letter_topic,
+            deployment.output_topic,
+            f"{deployment.app_id}-by-tenant",
+            journal_changelog(deployment),
+        ]
+        assert asyncio.run(
+            kill_inside_transaction(worker, deployment.bootstrap_servers, transactional_topics)
+        ), "the worker never had an open transaction with records"
+    else:
+        worker.kill()
+
+    launch(deployment)
+    end = stamp("11:00:00")
+    records = consume_until(
+        deployment.bootstrap_servers,
+        [deployment.output_topic],
+        has_finals(("t5", "1h", end), ("*", "1h", end)),
+        timeout=180,
+    )
+    assert {counts_of(record) for record in finals_of(records, "t5", "1h", end)} == {
+        (self_service, total)
+    }
+    assert {counts_of(record) for record in finals_of(records, "*", "1h", end)} == {
+        (self_service, total)
+    }
+
+    # Every invalid record is in the committed dead-letter topic.
+    dead_letters = read_all(deployment.bootstrap_servers, deployment.dead_letter_topic)
+    sources = Counter(
+        (int(headers["adoption.source.partition"]), int(headers["adoption.source.offset"]))
+        for headers in map(headers_of, dead_letters)
+    )
+    assert set(sources) == invalid
+    if guarantee == "at_least_once":
+        return
+
+    # With transactions each is there once.
+    assert {source: number for source, number in sources.items() if number > 1} == {}
+
+    # A restarted worker numbers journal records on from the committed ones,
+    # so a key written twice would mean a record of an aborted transaction
+    # was read back.
+    journal = read_all(deployment.bootstrap_servers, journal_changelog(deployment))
+    written = Counter(record.key for record in journal if record.value is not None)
+    assert {key: number for key, number in written.items() if number > 1} == {}
+
+    output = read_all(deployment.bootstrap_servers, deployment.output_topic)
+    assert len(finals_of(output, "t5", "1h", end)) == 1
+    assert len(finals_of(output, "*", "1h", end)) == 1
+
+    # The kill did leave a transaction with dead-letter records: reading
+    # uncommitted records too shows them.
+    everything = read_all(
+        deployment.bootstrap_servers,
+        deployment.dead_letter_topic,
+        isolation_level="read_uncommitted",
+    )
+    assert len(everything) > len(dead_letters)
+
+
+async def partitions_of(bootstrap_servers: str, topic: str) -> set[int]:
+    """Return the partition numbers of a topic."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers)
+    await producer.start()
+    try:
+        partitions: set[int] = await producer.partitions_for(topic)
+        return partitions
+    finally:
+        await producer.stop()
+
+
+async def kill_inside_transaction(
+    worker: WorkerProcess, bootstrap_servers: str, topics: list[str], attempts: int = 1_000
+) -> bool:
+    """Kill the worker with SIGKILL while one of its transactions holds records in ``topics``.
+
+    A batch's records go out at its end, just before the commit, so the
+    worker is paused with SIGSTOP at short intervals until the last stable
+    offset of some partition lags its end offset. Return whether that happened.
+    """
+    assert worker.process is not None
+    pid = worker.process.pid
+    committed = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers,
+                                 isolation_level="read_committed")
+    everything = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
+    await committed.start()
+    await everything.start()
+    try:
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(await partitions_of(bootstrap_servers, topic))
+        ]
+        assert partitions, f"no partitions found for {topics}"
+        for _ in range(attempts):
+            os.kill(pid, signal.SIGSTOP)
+            stable = await committed.end_offsets(partitions)
+            ends = await everything.end_offsets(partitions)
+            if any(stable[tp] < ends[tp] for tp in partitions):
+                worker.kill()
+                return True
+            os.kill(pid, signal.SIGCONT)
+            await asyncio.sleep(0.01)
+        return False
+    finally:
+        await committed.stop()
+        await everything.stop()
+
+
 # Redelivered events count once, and state survives a restart
 
 
@@ -122,8 +291,7 @@ def journal_changelog(deployment: Deployment) -> str:
     return f"{deployment.app_id}-journal-changelog"
 
 
-# Exactly-once processing is rejected at start-up; see load_settings in stream/settings.py.
-@pytest.mark.parametrize("guarantee", ["at_least_once"])
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_redelivered_event_counts_once_across_restart(
     guarantee: str,
     new_deployment: Callable[..., Deployment],

@@ -153,11 +153,10 @@ def test_settings_init_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().app_id == "from-env"
 
 
-def test_exactly_once_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exactly_once_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADOPTION_PROCESSING_GUARANTEE", "exactly_once")
 
-    with pytest.raises(ConfigError, match="'exactly_once' is disabled"):
-        load_settings()
+    assert load_settings().processing_guarantee == "exactly_once"
 
 
 def test_transaction_timeout_defaults_and_parses(monkeypatch: pytest.MonkeyPatch) -> None:
