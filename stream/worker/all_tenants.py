@@ -41,6 +41,7 @@ class AllTenantsState:
     settings: Settings
     partials: dict[tuple[str, int], dict[int, SliceCounts]] = field(default_factory=dict)
     progress: dict[int, int | None] = field(default_factory=dict)
+    empty: set[int] = field(default_factory=set)
     newest_final: dict[str, AllTenantsWindow] = field(default_factory=dict)
     log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(logger))
 
@@ -48,7 +49,7 @@ class AllTenantsState:
         """Take one partial; return the windows to publish and the table entries to write."""
         writes: dict[bytes, bytes | None] = {}
         changed: set[tuple[str, int]] = set()
-        closed_before = self.closed_through()
+        closed_before = self._closed_by_data()
         for sums in partial.windows:
             key = (sums.window, sums.end_ms)
             if (
@@ -71,13 +72,10 @@ class AllTenantsState:
             }
             changed.add(key)
             writes[_window_key(key)] = self._encode_window(key)
-        if partial.finalized_ms is not None:
-            previous = self.progress.get(partial.partition)
-            if previous is None or partial.finalized_ms > previous:
-                self.progress[partial.partition] = partial.finalized_ms
-                writes[PROGRESS_KEY] = _encoder.encode(
-                    [[p, ms] for p, ms in self.progress.items()]
-                )
+        if self._take_progress(partial):
+            writes[PROGRESS_KEY] = _encoder.encode(
+                [[p, ms, p in self.empty] for p, ms in self.progress.items()]
+            )
 
         published: list[AllTenantsWindow] = []
         closed_through = self.closed_through()
@@ -120,6 +118,48 @@ class AllTenantsState:
                 windows.append((spec, end_ms, final.counts))
         return windows
 
+    def _take_progress(self, partial: Partial) -> bool:
+        """Record how far the partial's partition has closed windows; return whether that changed.
+
+        Progress only grows, except when a partition that reported itself
+        empty gets data: its report of the wall clock is replaced by its own
+        clock's, which may be far older when history is replayed.
+        """
+        partition = partial.partition
+        was_empty = partition in self.empty
+        if was_empty and not partial.empty:
+            self.empty.discard(partition)
+            self.progress.pop(partition, None)
+            if partial.finalized_ms is not None:
+                self.progress[partition] = partial.finalized_ms
+            return True
+        if partial.empty:
+            self.empty.add(partition)
+        previous = self.progress.get(partition)
+        if partial.finalized_ms is None or (
+            previous is not None and partial.finalized_ms <= previous
+        ):
+            return partial.empty and not was_empty
+        self.progress[partition] = partial.finalized_ms
+        return True
+
+    def _closed_by_data(self) -> int | None:
+        """Return the clock up to which every partition holding data has closed its windows.
+
+        A window up to there may have had its final record. Partitions that
+        report themselves empty are left out, so that a replay of history
+        into a fresh deployment is not taken for data arriving after finals.
+        """
+        closed_through = self.closed_through()
+        if closed_through is None:
+            return None
+        values = [
+            ms
+            for partition, ms in self.progress.items()
+            if partition not in self.empty and ms is not None
+        ]
+        return min(values) if values else None
+
     def closed_through(self) -> int | None:
         """Return the clock up to which every partition has closed its windows."""
         partitions = range(self.settings.internal_partitions)
@@ -132,7 +172,9 @@ class AllTenantsState:
         """Load one table entry written by :meth:`apply`."""
         document = _decoder.decode(value)
         if key == PROGRESS_KEY:
-            self.progress = {int(p): ms for p, ms in document}
+            # Entries written before the empty flag existed have two fields.
+            self.progress = {int(entry[0]): entry[1] for entry in document}
+            self.empty = {int(entry[0]) for entry in document if len(entry) > 2 and entry[2]}
             return
         window, _, end = key.decode().rpartition("|")
         self.partials[(window, int(end))] = {

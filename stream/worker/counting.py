@@ -72,7 +72,7 @@ class CountingStage:
         self._last_provisional: dict[int, float] = {}
         self._senders: dict[int, dict[str, _Sender]] = {}
         self._journaled_progress: dict[int, tuple[int | None, int | None]] = {}
-        self._partial_progress: dict[int, int | None] = {}
+        self._partial_progress: dict[int, tuple[int | None, bool]] = {}
         self._empty_progress: dict[int, int] = {}
         self.alerts = AlertDetector(alert_rules(settings))
 
@@ -232,10 +232,9 @@ class CountingStage:
             if state.advance_clock(wall_ms):
                 logger.debug("partition %d idle: clock moved to the wall clock", partition)
         else:
-            # NOTE: a partition that never had a clock reports to the all-tenants
-            # figure it holds nothing up to now, so that figure does not wait for
-            # it forever. Older events that reach it later are counted for their
-            # tenant, but the all-tenants windows already final leave them out.
+            # A partition that never had a clock reports to the all-tenants
+            # figure that it holds nothing up to now, so that figure does not
+            # wait for it forever. Its first data takes that report back.
             self._empty_progress[partition] = wall_ms
 
     def _publish(
@@ -298,12 +297,16 @@ class CountingStage:
             else:
                 output.provisionals += 1
 
+        if state.clock_ms is not None or state.has_pending_windows():
+            # It holds data now, so its progress is its own clock's again.
+            self._empty_progress.pop(partition, None)
         progress = state.finalized_ms
         empty_progress = self._empty_progress.get(partition)
-        if empty_progress is not None and (progress is None or empty_progress > progress):
+        empty = empty_progress is not None
+        if empty:
             progress = empty_progress
-        if partial_windows or self._partial_progress.get(partition) != progress:
-            self._partial_progress[partition] = progress
+        if partial_windows or self._partial_progress.get(partition, (None, False)) != (progress, empty):
+            self._partial_progress[partition] = (progress, empty)
             # Several records when there are many windows, each below Kafka's size limit.
             chunks = [
                 partial_windows[start : start + PARTIAL_WINDOWS_PER_RECORD]
@@ -316,7 +319,7 @@ class CountingStage:
                     OutgoingRecord(
                         self.all_tenants_topic,
                         None,
-                        encode(Partial(partition, chunk_progress, chunk)),
+                        encode(Partial(partition, chunk_progress, chunk, empty)),
                         partition=0,
                     )
                 )

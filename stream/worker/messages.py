@@ -49,11 +49,17 @@ class WindowSums(msgspec.Struct, array_like=True):
 
 
 class Partial(msgspec.Struct, tag="p", array_like=True):
-    """A counting partition's sums over all its tenants, and how far it has closed windows."""
+    """A counting partition's sums over all its tenants, and how far it has closed windows.
+
+    ``empty`` is true when the partition has never held data and reports the
+    wall clock as its progress, so that the all-tenants figure does not wait
+    for it.
+    """
 
     partition: int
     finalized_ms: int | None
     windows: list[WindowSums]
+    empty: bool = False
 
 
 @functools.lru_cache(maxsize=65_536)

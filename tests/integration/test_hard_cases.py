@@ -118,6 +118,43 @@ def test_quiet_stream_closes_last_window(
     )
 
 
+def test_history_after_idle_start_counts_all_tenants(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    # A fresh worker idles past its idle timeout, so its counting partitions,
+    # which hold no data, report the wall clock to the all-tenants figure.
+    # History replayed after that must still reach the all-tenants windows.
+    idle_timeout_ms = 3_000
+    deployment = new_deployment(
+        "idle-first",
+        ADOPTION_WINDOWS="5m/5m",
+        ADOPTION_IDLE_TIMEOUT_MS=f"{idle_timeout_ms}ms",
+        ADOPTION_TICK_INTERVAL_MS="300ms",
+    )
+    worker = launch(deployment)
+    time.sleep(3 * idle_timeout_ms / 1000)
+    assert worker.is_running(), worker.log_tail()
+
+    send(
+        deployment.bootstrap_servers,
+        deployment.input_topic,
+        [
+            (0, b"h1", event("h1", "t1", "chatbot", at("08:00:10"))),
+            (1, b"h2", event("h2", "t2", "phone", at("08:01:00"))),
+            (2, b"h3", event("h3", "t3", "faq", at("08:03:30"))),
+        ],
+    )
+
+    end = stamp("08:05:00")
+    records = consume_until(
+        deployment.bootstrap_servers,
+        [deployment.output_topic],
+        has_finals(("t1", "5m", end), ("*", "5m", end)),
+        timeout=idle_timeout_ms / 1000 + 60,
+    )
+    assert [counts_of(record) for record in finals_of(records, "*", "5m", end)] == [(2, 3)]
+
+
 def test_fast_replay_publishes_each_window_once(
     new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
 ) -> None:

@@ -178,3 +178,49 @@ def test_partial_after_final_ignored(settings: Settings) -> None:
     assert late == []
     assert writes == {}
     assert state.newest_final["5m"].counts.total == 3
+
+
+def test_replay_after_empty_reports_is_counted(settings: Settings) -> None:
+    # Every partition idled empty, reporting the wall clock, before history
+    # was replayed: its windows were never final, so they are counted.
+    state = AllTenantsState(settings)
+    wall = at("18:00:00")
+    for partition in range(3):
+        state.apply(Partial(partition, wall, [], empty=True))
+
+    replayed, _ = state.apply(Partial(0, None, [sums("5m", END, 2, 1)]))
+    state.apply(Partial(1, END + GRACE_MS, []))
+    state.apply(Partial(2, wall + MINUTE_MS, [], empty=True))
+    final, _ = state.apply(Partial(0, END + GRACE_MS, []))
+
+    assert summary(replayed) == [("5m", END, 2, 3, False)]
+    assert summary(final) == [("5m", END, 2, 3, True)]
+
+
+def test_partial_after_final_with_empty_partition_ignored(settings: Settings) -> None:
+    # Partitions with data published the window's final. An empty partition
+    # that gets data for it later cannot change that record.
+    state = AllTenantsState(settings)
+    state.apply(Partial(0, None, [sums("5m", END, 2, 1)]))
+    state.apply(Partial(1, END + GRACE_MS, []))
+    state.apply(Partial(2, at("18:00:00"), [], empty=True))
+    final, _ = state.apply(Partial(0, END + GRACE_MS, []))
+
+    late, _ = state.apply(Partial(2, None, [sums("5m", END, 5, 0)]))
+
+    assert summary(final) == [("5m", END, 2, 3, True)]
+    assert late == []
+
+
+def test_empty_partitions_survive_restore(settings: Settings) -> None:
+    state = AllTenantsState(settings)
+    state.apply(Partial(0, END, []))
+    _, writes = state.apply(Partial(1, at("18:00:00"), [], empty=True))
+
+    restored = AllTenantsState(settings)
+    for key, value in writes.items():
+        assert value is not None
+        restored.restore(key, value)
+
+    assert restored.progress == {0: END, 1: at("18:00:00")}
+    assert restored.empty == {1}

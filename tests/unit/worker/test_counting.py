@@ -319,8 +319,26 @@ def test_clockless_partition_reports_wall_progress() -> None:
 
     assert partials(early, stage) == []
     assert stage.clocks()[1] is None
-    assert partials(idle, stage) == [Partial(partition=1, finalized_ms=clocks.wall_ms, windows=[])]
+    assert partials(idle, stage) == [
+        Partial(partition=1, finalized_ms=clocks.wall_ms, windows=[], empty=True)
+    ]
     assert all(record.partition == 0 for record in idle.records)
+
+
+def test_clockless_partition_takes_back_wall_progress_with_data() -> None:
+    # History replayed into a deployment that idled first: the partition's
+    # report of the wall clock gives way to its own clock, hours older.
+    clocks = FakeClocks(at("12:00:00"))
+    stage = make_stage(clocks)
+    stage.restore(0, [])
+    clocks.advance(IDLE_TIMEOUT_SECONDS + 10)
+    stage.process(0, [], [tick("a", None, quiet=True)])
+
+    replayed = stage.process(0, quiet_stream_events(), [tick("a", at("08:03:30"))])
+
+    last = partials(replayed, stage)[-1]
+    assert not last.empty
+    assert last.finalized_ms == at("08:03:30")
 
 
 def test_idle_partition_clock_follows_wall_clock() -> None:
