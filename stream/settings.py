@@ -100,15 +100,15 @@ class Settings(BaseSettings):
 
     windows: Annotated[tuple[WindowSpec, ...], NoDecode] = parse_windows("5m/1m,1h/5m,24h/1h")
     grace_ms: int = 120_000
-    idle_timeout_ms: int = 30_000
-    tick_interval_ms: int = 1_000
+    idle_timeout_ms: int = Field(default=30_000, ge=1)
+    tick_interval_ms: int = Field(default=1_000, ge=1)
     max_future_ms: int = 300_000
     dedup_horizon_ms: int | None = None
     batch_max_events: int = Field(default=5_000, ge=1)
-    batch_within_ms: int = 200
+    batch_within_ms: int = Field(default=200, ge=1)
     publish_interval_ms: int = 1_000
-    commit_interval_ms: int = 1_000
-    session_timeout_ms: int = 10_000
+    commit_interval_ms: int = Field(default=1_000, ge=1)
+    session_timeout_ms: int = Field(default=10_000, ge=1)
 
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     worker_id: str | None = Field(default=None, min_length=1)

@@ -109,6 +109,25 @@ def test_env_invalid_value_names_field(
 
 
 @pytest.mark.parametrize(
+    "variable",
+    [
+        "ADOPTION_IDLE_TIMEOUT_MS",
+        "ADOPTION_TICK_INTERVAL_MS",
+        "ADOPTION_BATCH_WITHIN_MS",
+        "ADOPTION_COMMIT_INTERVAL_MS",
+        "ADOPTION_SESSION_TIMEOUT_MS",
+    ],
+)
+def test_zero_interval_rejected(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    # With a zero batch wait, Faust waits for a full batch however long that takes.
+    monkeypatch.setenv(variable, "0")
+
+    field = variable.removeprefix("ADOPTION_").lower()
+    with pytest.raises(ConfigError, match=field):
+        load_settings()
+
+
+@pytest.mark.parametrize(
     "output_topic",
     ["self-service-adoption-rates", "support-interactions-dlq", "self-service-adoption-alerts"],
 )
