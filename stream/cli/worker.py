@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 
 from aiokafka.errors import KafkaError
@@ -31,6 +32,20 @@ def add_worker_command(subparsers: "argparse._SubParsersAction[argparse.Argument
     parser.set_defaults(handler=run_worker)
 
 
+def web_port_error(host: str, port: int) -> str | None:
+    """Return why the worker could not listen on ``host:port``, or None if it can.
+
+    Faust itself reports a port in use with a traceback and exit status 1.
+    """
+    if port == 0:
+        return None
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
 def run_worker(args: argparse.Namespace) -> int:
     """Start the worker and block until it stops."""
     overrides = {
@@ -50,6 +65,14 @@ def run_worker(args: argparse.Namespace) -> int:
         service = AdoptionApp(settings)
     except AdoptionRateError as exc:
         print(f"adoption-rate worker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    port_error = web_port_error(settings.web_host, settings.web_port)
+    if port_error is not None:
+        print(
+            f"adoption-rate worker: cannot listen on {settings.web_host}:{settings.web_port}: "
+            f"{port_error}. Set another web_port (ADOPTION_WEB_PORT or --web-port)",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG_ERROR
     try:
         asyncio.run(ensure_topics(settings))

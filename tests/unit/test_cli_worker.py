@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import socket
+
 import pytest
 
 from stream.broker.process import free_ports
@@ -46,3 +48,15 @@ def test_worker_missing_config_file_exits_2(
 
     assert status == 2
     assert "missing.toml" in capsys.readouterr().err
+
+
+def test_worker_web_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+
+        status = main(["worker", "--web-port", str(port)])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in error
+    assert "Traceback" not in error
