@@ -24,7 +24,7 @@ from faust.transport.drivers.aiokafka import Consumer, Transport
 class SeekingConsumer(Consumer):
     """Faust's aiokafka consumer, pausing the flow of records while it seeks."""
 
-    _seeking = False
+    _seeks_running = 0
     _stopped_while_seeking = False
 
     async def perform_seek(self) -> None:
@@ -33,24 +33,26 @@ class SeekingConsumer(Consumer):
         Stopping the flow makes the fetch loop drop the rest of its current
         fetch, cancel the delivery in progress, and wait. The seek goes back
         to the committed offsets, so all of it is fetched again. Faust also
-        calls this from the fetch loop when the flow stopped during a fetch.
-        The flow is resumed only if it was running before and no rebalance
-        stopped it in the meantime.
+        calls this from the fetch loop when the flow stopped during a fetch,
+        which can happen while another seek runs. The flow is resumed only if
+        it was running before and no rebalance stopped it in the meantime.
         """
         flowing = self.flow_active
         if flowing:
             self.stop_flow()
-        self._seeking, self._stopped_while_seeking = True, False
+        if not self._seeks_running:
+            self._stopped_while_seeking = False
+        self._seeks_running += 1
         try:
             await super().perform_seek()
         finally:
-            self._seeking = False
+            self._seeks_running -= 1
             if flowing and not self._stopped_while_seeking:
                 self.resume_flow()
 
     def stop_flow(self) -> None:
         """Block the consumer from delivering records."""
-        if self._seeking:
+        if self._seeks_running:
             self._stopped_while_seeking = True
         super().stop_flow()
 

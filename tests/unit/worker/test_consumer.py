@@ -77,6 +77,28 @@ def test_seek_with_flow_stopped_leaves_it_stopped(app: AdoptionApp) -> None:
     assert not consumer.flow_active
 
 
+def test_seek_nested_in_seek_keeps_rebalance_stop(app: AdoptionApp) -> None:
+    # The fetch loop seeks again when the flow stopped under a fetch. A
+    # rebalance that stopped the flow before that inner seek still counts.
+    consumer = app.app.consumer
+    consumer.resume_flow()
+    seeks = 0
+
+    async def seek_to_committed() -> Mapping[TP, int]:
+        nonlocal seeks
+        seeks += 1
+        if seeks == 1:
+            consumer.stop_flow()
+            await consumer.perform_seek()
+        return {INPUT: 42}
+
+    consumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+    asyncio.run(consumer.perform_seek())
+
+    assert seeks == 2
+    assert not consumer.flow_active
+
+
 # Records delivered again after a seek
 
 
