@@ -5,6 +5,7 @@ raw bytes into an :class:`Interaction` or a :class:`Rejection` with a
 machine-readable reason; it never raises for bad input.
 """
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -34,6 +35,7 @@ class Reason(StrEnum):
     UNKNOWN_CHANNEL = "unknown_channel"
     RESERVED_TENANT = "reserved_tenant"
     TOO_LONG = "too_long"
+    INVALID_ID = "invalid_id"
     TOO_LARGE = "too_large"
     LATE = "late"
 
@@ -41,6 +43,9 @@ class Reason(StrEnum):
 # Event ids and tenants are kept in counting state, journal records and metric
 # labels; this bound keeps each of those small.
 MAX_ID_LENGTH = 128
+# Ids go into log lines, metric labels and record keys, where a line break or
+# another control character would split or disguise them.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 # A valid event travels on to the counting stage with its raw bytes and its
 # parsed fields, about twice its size, in one record that must stay below
 # Kafka's default limit of 1 MiB.
@@ -152,6 +157,20 @@ def _optional_str(document: dict[str, Any], field: str) -> str | None | Rejectio
 MAX_DETAIL_CHARS = 500
 
 
+def _id_problem(field: str, text: str) -> Rejection | None:
+    """Return why ``text`` cannot be an id: blank, or holding a control character."""
+    if not text.strip():
+        return Rejection(Reason.INVALID_ID, f"{field} is blank")
+    control = _CONTROL_CHARACTER.search(text)
+    if control is not None:
+        return Rejection(
+            Reason.INVALID_ID,
+            f"{field} contains the control character U+{ord(control.group()):04X}: "
+            "ids must be printable",
+        )
+    return None
+
+
 def parse_event(
     source: SourceRecord,
     **options: Any,
@@ -214,6 +233,9 @@ def _parse_event(
             Reason.TOO_LONG,
             f"event_id is {len(event_id)} characters long, more than the {MAX_ID_LENGTH} allowed",
         )
+    id_problem = _id_problem("event_id", event_id)
+    if id_problem is not None:
+        return id_problem
     channel = document["channel"]
     if not isinstance(channel, str):
         return Rejection(
@@ -230,6 +252,8 @@ def _parse_event(
             Reason.TOO_LONG,
             f"tenant is {len(tenant)} characters long, more than the {MAX_ID_LENGTH} allowed",
         )
+    elif (tenant_problem := _id_problem("tenant", tenant)) is not None:
+        return tenant_problem
     elif tenant in reserved_tenants:
         return Rejection(
             Reason.RESERVED_TENANT,

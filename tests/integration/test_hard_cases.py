@@ -399,6 +399,11 @@ BAD_RECORDS = [
         event("b11", "t4", "chatbot", at("12:00:50"), segment="x" * 700_000),
         "too_large",
     ),
+    BadRecord(
+        "tenant with a line break", b"b12",
+        event("b12", "t4\nforged log line", "chatbot", at("12:00:55")),
+        "invalid_id",
+    ),
 ]
 
 

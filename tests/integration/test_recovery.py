@@ -516,16 +516,22 @@ def exporters(tenant: str, snapshots: tuple[list[Sample], list[Sample]]) -> list
     return [index for index, samples in enumerate(snapshots) if rate_values(samples, tenant)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["at_least_once", "exactly_once"])
 def two_workers_run(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TwoWorkersRun]:
-    """Start one worker, add a second, then send one tenant's events to both."""
+    """Start one worker, add a second, then send one tenant's events to both, in each mode."""
     deployment = Deployment.create(
         kafka_bootstrap,
         f"pair-{uuid.uuid4().hex[:12]}",
         tmp_path_factory.mktemp("two-workers"),
-        settings={"ADOPTION_WINDOWS": "5m/5m", "ADOPTION_IDLE_TIMEOUT_MS": "120s"},
+        settings={
+            "ADOPTION_WINDOWS": "5m/5m",
+            "ADOPTION_IDLE_TIMEOUT_MS": "120s",
+            "ADOPTION_PROCESSING_GUARANTEE": request.param,
+        },
     )
     tenants = tenants_on_every_partition()
     first = WorkerProcess(deployment)

@@ -182,6 +182,32 @@ def test_parse_event_id_too_long(channels: ChannelTable, field: str) -> None:
     assert str(MAX_ID_LENGTH + 1) in result.detail
 
 
+@pytest.mark.parametrize("field", ["event_id", "tenant"])
+def test_parse_event_id_blank(channels: ChannelTable, field: str) -> None:
+    result = rejected(parse_fields(channels, **{field: "   "}))
+
+    assert result.reason == Reason.INVALID_ID
+    assert f"{field} is blank" in result.detail
+
+
+@pytest.mark.parametrize("field", ["event_id", "tenant"])
+@pytest.mark.parametrize("character", ["\n", "\r", "\x00", "\x7f"])
+def test_parse_event_id_control_character(
+    channels: ChannelTable, field: str, character: str
+) -> None:
+    result = rejected(parse_fields(channels, **{field: f"acme{character}x"}))
+
+    assert result.reason == Reason.INVALID_ID
+    assert f"U+{ord(character):04X}" in result.detail
+
+
+def test_parse_event_id_with_punctuation_accepted(channels: ChannelTable) -> None:
+    event = accepted(parse_fields(channels, event_id="a|b c/é", tenant="acme|eu west"))
+
+    assert event.event_id == "a|b c/é"
+    assert event.tenant == "acme|eu west"
+
+
 def test_parse_event_too_large(channels: ChannelTable) -> None:
     raw = json.dumps(document(segment="x" * MAX_EVENT_BYTES)).encode()
 
