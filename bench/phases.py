@@ -65,7 +65,8 @@ def live(context: RunContext, rate: float, seconds: float, tenants: int) -> dict
     workdir = context.workdir / name
     workdir.mkdir(parents=True, exist_ok=True)
     asyncio.run(create_topics(context.bootstrap_servers, {topic: PARTITIONS}))
-    worker = WorkerContender(context.bootstrap_servers, name, topic, workdir)
+    worker = WorkerContender(context.bootstrap_servers, name, topic, workdir,
+                             extra_environment=context.worker_settings)
     contender = worker.contender("b-live")
     contender.start()
     ready_at = wait_ready(worker, contender)
@@ -251,7 +252,8 @@ def recovery(
     load = asyncio.run(load_topic(context.bootstrap_servers, f"{name}-input", events,
                                   tenants=tenants, flush=False,
                                   ends_before_now_ms=RECENT_HISTORY_ENDS_BEFORE_NOW_MS))
-    worker = WorkerContender(context.bootstrap_servers, name, load.topic, workdir)
+    worker = WorkerContender(context.bootstrap_servers, name, load.topic, workdir,
+                             extra_environment=context.worker_settings)
     first = worker.contender("b-history")
     first.start()
     logger.info("recovery: processing %d events of history", events)
@@ -357,7 +359,8 @@ def memory(context: RunContext, events: int) -> list[dict[str, Any]]:
         load = loads[tenants]
         name = f"{context.run_id}-memory-{len(results)}"
         worker = WorkerContender(context.bootstrap_servers, name, load.topic,
-                                 context.workdir / name, windows=windows)
+                                 context.workdir / name, windows=windows,
+                                 extra_environment=context.worker_settings)
         contender = worker.contender("b-memory")
         contender.start()
         logger.info("memory: %s", label)

@@ -70,6 +70,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--live-rate", type=float, default=None,
                         help="events/s of the live phase (default: half the worker's median "
                              "throughput in this run, else 2000)")
+    parser.add_argument("--worker-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="an ADOPTION_* variable for every worker process of the run, "
+                             "for example ADOPTION_PUBLISH_INTERVAL_MS=200ms (repeatable)")
     parser.add_argument("--live-seconds", type=float, default=60.0,
                         help="seconds of live input (default: %(default)s)")
     parser.add_argument("--recovery-events", default="1000000",
@@ -90,6 +93,23 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--summarize", type=Path, metavar="FILE",
                         help="print the tables of a results file as Markdown and exit")
     return parser.parse_args(argv)
+
+
+def worker_settings(assignments: list[str]) -> dict[str, str]:
+    """Return the ``NAME=VALUE`` pairs of ``--worker-setting`` as a mapping.
+
+    Raises SystemExit with the usage error when a pair has no ``=`` or a name
+    outside ``ADOPTION_``.
+    """
+    settings: dict[str, str] = {}
+    for assignment in assignments:
+        name, separator, value = assignment.partition("=")
+        if not separator or not name.startswith("ADOPTION_"):
+            raise SystemExit(
+                f"bench: --worker-setting {assignment!r} is invalid: use ADOPTION_NAME=VALUE"
+            )
+        settings[name] = value
+    return settings
 
 
 def machine_info() -> dict[str, Any]:
@@ -175,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     run_id = time.strftime("bench-%Y%m%d-%H%M%S")
     results_path = args.results_dir / f"{run_id}.json"
     context = RunContext(args.bootstrap_servers, run_id, args.workdir / run_id, args.timeout,
-                         args.scrape_interval)
+                         args.scrape_interval, worker_settings(args.worker_setting))
     results: dict[str, Any] = {
         "run_id": run_id,
         "machine": machine_info(),

@@ -13,7 +13,8 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ class RunContext:
     workdir: Path
     timeout_seconds: float
     scrape_interval_seconds: float = 0.5
+    # ADOPTION_* variables given to every worker process, over the bench's own.
+    worker_settings: Mapping[str, str] = field(default_factory=dict)
 
 
 def run_contender(kind: str, load: Load, repetition: int, context: RunContext) -> dict[str, Any]:
@@ -180,6 +183,7 @@ def _peer_counts(kind: str, load: Load, result_path: Path, output_topic: str,
 
 def _run_worker(name: str, load: Load, workdir: Path, context: RunContext) -> dict[str, Any]:
     worker = WorkerContender(context.bootstrap_servers, name, load.topic, workdir,
+                             extra_environment=context.worker_settings,
                              scrape_interval_seconds=context.scrape_interval_seconds)
     contender = worker.contender()
     contender.start()
