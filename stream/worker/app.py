@@ -46,6 +46,7 @@ from stream.worker.messages import (
 )
 from stream.worker.output import OutgoingRecord, RecordWriter
 from stream.worker.consumer import SeekingTransport, use_transport
+from stream.worker.offsets import OffsetReader
 from stream.worker.read_committed import CommittedTableManager, ReadCommittedTransport
 from stream.worker.transactions import BatchOutput, BatchTransactions, TableChange
 
@@ -139,6 +140,15 @@ class AdoptionApp:
         self._assigned = False
 
         self.writer = RecordWriter(settings.bootstrap_servers, client_id=f"{settings.app_id}-writer")
+        self.offsets = OffsetReader(
+            settings.bootstrap_servers,
+            client_id=f"{settings.app_id}-offsets",
+            isolation_level=(
+                "read_committed"
+                if settings.processing_guarantee == "exactly_once"
+                else "read_uncommitted"
+            ),
+        )
         self.app = self._create_faust_app()
         self._declare_topics()
         self._register_agents()
@@ -265,6 +275,7 @@ class AdoptionApp:
             await self._send_farewell()
             await self.transactions.stop()
             await self.writer.stop()
+            await self.offsets.stop()
 
         @app.on_partitions_assigned.connect
         def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -513,8 +524,7 @@ class AdoptionApp:
             partitions = list(self._input_partitions)
         if not partitions:
             return
-        consumer = self.app.consumer
-        ends = await consumer.highwaters(*partitions)
+        ends = await self.offsets.end_offsets(partitions)
         starts = await self._input_start_offsets(partitions)
         for tp in partitions:
             end = ends.get(tp)
@@ -540,7 +550,7 @@ class AdoptionApp:
         starts = {tp: committed[tp] for tp in unread if committed.get(tp) is not None}
         without_commit = [tp for tp in unread if tp not in starts]
         if without_commit:
-            starts.update(await self.app.consumer.earliest_offsets(*without_commit))
+            starts.update(await self.offsets.first_offsets(without_commit))
         return starts
 
     async def _current_watermark(self) -> Tick:
