@@ -66,6 +66,16 @@ def run_worker(args: argparse.Namespace) -> int:
     except AdoptionRateError as exc:
         print(f"adoption-rate worker: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    try:
+        # Faust creates the folder itself, but not its parents.
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(
+            f"adoption-rate worker: cannot create data_dir {settings.data_dir}: "
+            f"{exc.strerror or exc}. Set data_dir (ADOPTION_DATA_DIR) to a writable folder",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG_ERROR
     port_error = web_port_error(settings.web_host, settings.web_port)
     if port_error is not None:
         print(
@@ -76,6 +86,9 @@ def run_worker(args: argparse.Namespace) -> int:
         return EXIT_CONFIG_ERROR
     try:
         asyncio.run(ensure_topics(settings))
+    except AdoptionRateError as exc:
+        print(f"adoption-rate worker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     except (KafkaError, OSError) as exc:
         print(
             f"adoption-rate worker: cannot reach Kafka at {settings.bootstrap_servers}: {exc!r}. "
