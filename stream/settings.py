@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -261,6 +261,21 @@ def load_settings(**overrides: Any) -> Settings:
         )
     try:
         settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {describe_errors(exc)}") from exc
     except ValueError as exc:
         raise ConfigError(f"invalid settings: {exc}") from exc
     return settings
+
+
+def describe_errors(error: ValidationError) -> str:
+    """Return pydantic's errors as one line: each setting, what is wrong, and the value given."""
+    parts = []
+    for detail in error.errors(include_url=False):
+        location = ".".join(str(part) for part in detail["loc"]) or "settings"
+        message = detail["msg"].removeprefix("Value error, ")
+        given = detail.get("input")
+        if given is not None and not isinstance(given, dict) and location != "settings":
+            message = f"{message} (got {given!r})"
+        parts.append(f"{location}: {message}")
+    return "; ".join(parts)

@@ -60,3 +60,30 @@ def test_worker_web_port_in_use_exits_2(capsys: pytest.CaptureFixture[str]) -> N
     assert status == 2
     assert f"cannot listen on 127.0.0.1:{port}" in error
     assert "Traceback" not in error
+
+
+def test_worker_data_dir_under_file_exits_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("ADOPTION_DATA_DIR", str(blocker / "data"))
+
+    status = main(["worker"])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert f"cannot create data_dir {blocker / 'data'}" in error
+    assert "Traceback" not in error
+
+
+def test_worker_creates_data_dir_parents(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "missing" / "parent" / "data"
+    monkeypatch.setenv("ADOPTION_DATA_DIR", str(data_dir))
+
+    # No broker listens there, so the worker stops after preparing the folder.
+    main(["worker", "--bootstrap-servers", f"127.0.0.1:{free_ports(1)[0]}"])
+
+    assert data_dir.is_dir()

@@ -239,3 +239,17 @@ def test_config_file_folder_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
     with pytest.raises(ConfigError, match="not a file"):
         load_settings()
+
+
+def test_invalid_settings_reported_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_GRACE_MS", "soon")
+    monkeypatch.setenv("ADOPTION_ALERT_FLOOR", "2")
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "grace_ms: invalid duration 'soon'" in message
+    assert "alert_floor: Input should be less than or equal to 1 (got '2')" in message
+    assert "errors.pydantic.dev" not in message
