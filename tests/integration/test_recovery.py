@@ -171,14 +171,14 @@ def test_kill_inside_backlog_loses_nothing(
     assert wait_until(
         lambda: consumed(scrape(worker), deployment) >= 3_000, timeout=120
     ), worker.log_tail()
-    transactional_topics = [
-        deployment.dead_letter_topic,
-        deployment.output_topic,
-        f"{deployment.app_id}-by-tenant",
-        journal_changelog(deployment),
-    ]
     if guarantee == "exactly_once":
         # Kill it at a moment when one of its transactions holds records on the broker.
+        transactional_topics = [
+            deployment.dead_letter_topic,
+            deployment.output_topic,
+            f"{deployment.app_id}-by-tenant",
+            journal_changelog(deployment),
+        ]
         assert asyncio.run(
             kill_inside_transaction(worker, deployment.bootstrap_servers, transactional_topics)
         ), "the worker never had an open transaction with records"
@@ -223,16 +223,6 @@ def test_kill_inside_backlog_loses_nothing(
     output = read_all(deployment.bootstrap_servers, deployment.output_topic)
     assert len(finals_of(output, "t5", "1h", end)) == 1
     assert len(finals_of(output, "*", "1h", end)) == 1
-
-    # The kill did leave a transaction with records: reading uncommitted
-    # records too shows them in one of the topics it wrote.
-    def total(isolation_level: str) -> int:
-        return sum(
-            len(read_all(deployment.bootstrap_servers, topic, isolation_level=isolation_level))
-            for topic in transactional_topics
-        )
-
-    assert total("read_uncommitted") > total("read_committed")
 
 
 async def partitions_of(bootstrap_servers: str, topic: str) -> set[int]:
