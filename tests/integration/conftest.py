@@ -1,6 +1,6 @@
 """Fixtures of the integration tests: deployments with fresh topics, and workers."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -39,5 +39,21 @@ def new_deployment(
             input_partitions=input_partitions,
             settings=settings,
         )
+
+    return create
+
+
+@pytest.fixture
+def new_topic(
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    create_topics: Callable[[str, Mapping[str, int]], None],
+) -> Callable[[str, int], str]:
+    """Function ``new_topic(prefix, partitions)`` that creates a topic with a fresh name."""
+
+    def create(prefix: str, partitions: int) -> str:
+        name = unique_name(prefix)
+        create_topics(kafka_bootstrap, {name: partitions})
+        return name
 
     return create

@@ -1,7 +1,7 @@
 """OffsetReader against the real broker: end and first offsets, and the last stable offset."""
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -13,14 +13,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def topic(
-    kafka_bootstrap: str,
-    unique_name: Callable[[str], str],
-    create_topics: Callable[[str, Mapping[str, int]], None],
-) -> str:
-    name = unique_name("offsets")
-    create_topics(kafka_bootstrap, {name: 2})
-    return name
+def topic(new_topic: Callable[[str, int], str]) -> str:
+    return new_topic("offsets", 2)
 
 
 def test_offsets_of_written_and_empty_partitions(kafka_bootstrap: str, topic: str) -> None:

@@ -1,7 +1,7 @@
 """RecordWriter against the real broker: placement, order and batches larger than one request."""
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import pytest
 
@@ -25,14 +25,8 @@ def write(bootstrap_servers: str, records: list[OutgoingRecord]) -> None:
 
 
 @pytest.fixture
-def topic(
-    kafka_bootstrap: str,
-    unique_name: Callable[[str], str],
-    create_topics: Callable[[str, Mapping[str, int]], None],
-) -> str:
-    name = unique_name("output")
-    create_topics(kafka_bootstrap, {name: PARTITIONS})
-    return name
+def topic(new_topic: Callable[[str, int], str]) -> str:
+    return new_topic("output", PARTITIONS)
 
 
 def test_keyed_records_follow_key_partition(kafka_bootstrap: str, topic: str) -> None:
