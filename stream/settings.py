@@ -274,8 +274,8 @@ def describe_errors(error: ValidationError) -> str:
     for detail in error.errors(include_url=False):
         location = ".".join(str(part) for part in detail["loc"]) or "settings"
         message = detail["msg"].removeprefix("Value error, ")
-        given = detail.get("input")
-        if given is not None and not isinstance(given, dict) and location != "settings":
-            message = f"{message} (got {given!r})"
+        value = detail.get("input")
+        if value is not None and not isinstance(value, dict) and location != "settings":
+            message = f"{message} (got {value!r})"
         parts.append(f"{location}: {message}")
     return "; ".join(parts)

@@ -4,7 +4,7 @@ Faust's consumer runs ``highwaters`` and ``earliest_offsets`` in its
 consumer thread, whose method queue also carries the fetch loop's long polls
 of up to a second. A look-up there often took over a second, so the tick timer
 overran its interval and an ingest batch with an idle input partition waited
-as long. :class:`OffsetReader` asks the broker with a client of its own.
+as long. :class:`OffsetReader` reads them from the broker with a client of its own.
 """
 
 import asyncio

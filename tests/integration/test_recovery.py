@@ -172,7 +172,7 @@ def test_kill_inside_backlog_loses_nothing(
         lambda: consumed(scrape(worker), deployment) >= 3_000, timeout=120
     ), worker.log_tail()
     if guarantee == "exactly_once":
-        # Kill it at a moment when one of its transactions holds records on the broker.
+        # Kill it at a moment when one of its transactions has records on the broker.
         transactional_topics = [
             deployment.dead_letter_topic,
             deployment.output_topic,
@@ -239,7 +239,7 @@ async def partitions_of(bootstrap_servers: str, topic: str) -> set[int]:
 async def kill_inside_transaction(
     worker: WorkerProcess, bootstrap_servers: str, topics: list[str], attempts: int = 1_000
 ) -> bool:
-    """Kill the worker with SIGKILL while one of its transactions holds records in ``topics``.
+    """Kill the worker with SIGKILL while one of its transactions has records in ``topics``.
 
     A batch's records go out at its end, just before the commit, so the
     worker is paused with SIGSTOP at short intervals until the last stable
