@@ -12,6 +12,7 @@ from stream.windows.spec import WindowSpec
 SCHEMA_VERSION = 1
 
 _encoder = msgspec.json.Encoder()
+_CLASS_LABELS = {int(channel_class): channel_class.label for channel_class in ChannelClass}
 
 
 def record_key(tenant: str, spec: WindowSpec) -> bytes:
@@ -30,6 +31,7 @@ def window_record(
 ) -> dict[str, Any]:
     """Build the output record of one window."""
     rate = counts.rate
+    classes = counts.channel_classes
     resolution_rate = (
         counts.self_service_resolved / counts.self_service if counts.self_service else None
     )
@@ -51,7 +53,7 @@ def window_record(
         "excluded": counts.excluded,
         "unclassified": counts.unclassified,
         "channels": {
-            channel: {"count": number, "class": ChannelClass(counts.channel_classes[channel]).label}
+            channel: {"count": number, "class": _CLASS_LABELS[classes[channel]]}
             for channel, number in sorted(counts.channels.items())
         },
         "final": final,

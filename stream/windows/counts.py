@@ -12,6 +12,10 @@ RESOLVED_BASE = 10
 
 _SELF = int(ChannelClass.SELF_SERVICE)
 _ASSISTED = int(ChannelClass.ASSISTED)
+_EXCLUDED = int(ChannelClass.EXCLUDED)
+_UNCLASSIFIED = int(ChannelClass.UNCLASSIFIED)
+_SELF_RESOLVED = RESOLVED_BASE + _SELF
+_ASSISTED_RESOLVED = RESOLVED_BASE + _ASSISTED
 
 
 @dataclass(slots=True)
@@ -43,27 +47,36 @@ class WindowCounts:
         """Tell whether no event at all, counted or excluded, fell in the window."""
         return not (self.total or self.excluded or self.unclassified)
 
+    @classmethod
+    def from_slice(cls, counts: SliceCounts) -> "WindowCounts":
+        """Return the sums of slice-form counts, such as several slices added together."""
+        window = cls()
+        window.add_slice(counts)
+        return window
+
     def add_slice(self, counts: SliceCounts) -> None:
         """Add one slice's counts."""
+        channels = self.channels
+        channel_classes = self.channel_classes
         for (channel_class, channel), number in counts.items():
             if channel_class == _SELF:
                 self.self_service += number
             elif channel_class == _ASSISTED:
                 self.assisted += number
-            elif channel_class == ChannelClass.EXCLUDED:
+            elif channel_class == _EXCLUDED:
                 self.excluded += number
-            elif channel_class == ChannelClass.UNCLASSIFIED:
+            elif channel_class == _UNCLASSIFIED:
                 self.unclassified += number
-            elif channel_class == RESOLVED_BASE + _SELF:
+            elif channel_class == _SELF_RESOLVED:
                 self.self_service_resolved += number
                 continue
-            elif channel_class == RESOLVED_BASE + _ASSISTED:
+            elif channel_class == _ASSISTED_RESOLVED:
                 self.assisted_resolved += number
                 continue
             else:
                 continue
-            self.channels[channel] = self.channels.get(channel, 0) + number
-            self.channel_classes[channel] = channel_class
+            channels[channel] = channels.get(channel, 0) + number
+            channel_classes[channel] = channel_class
 
     def add(self, other: "WindowCounts") -> None:
         """Add another window's sums, as when folding tenants together."""
@@ -88,3 +101,19 @@ class WindowCounts:
         if self.assisted_resolved:
             counts[(RESOLVED_BASE + _ASSISTED, "")] = self.assisted_resolved
         return counts
+
+
+def add_counts(target: SliceCounts, counts: SliceCounts) -> None:
+    """Add slice-form counts into ``target``."""
+    for key, number in counts.items():
+        target[key] = target.get(key, 0) + number
+
+
+def subtract_counts(target: SliceCounts, counts: SliceCounts) -> None:
+    """Take slice-form counts out of ``target``, dropping the keys that reach zero."""
+    for key, number in counts.items():
+        left = target[key] - number
+        if left:
+            target[key] = left
+        else:
+            del target[key]

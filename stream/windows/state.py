@@ -9,14 +9,22 @@ event for a closed slice is late and counted nowhere, so the final records of
 every window size agree.
 """
 
+import heapq
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from stream.ingest.events import Interaction
-from stream.windows.counts import RESOLVED_BASE, SliceCounts, WindowCounts
+from stream.windows.counts import (
+    RESOLVED_BASE,
+    SliceCounts,
+    WindowCounts,
+    add_counts,
+    subtract_counts,
+)
 from stream.windows.spec import WindowSpec, slices_of_window, window_ends
 
 WindowId = tuple[int, int]  # (index of the window spec, window end in ms)
+SpanId = tuple[int, int]  # (index of the window spec, start of a step-long span in ms)
 
 
 @dataclass(slots=True)
@@ -25,10 +33,16 @@ class TenantState:
 
     slices: dict[int, SliceCounts] = field(default_factory=dict)
     # Per window spec, the counts of each step-long span: a window is the sum
-    # of size/step of them, so a 24h window stepping by 1h sums 24, not 1,440 slices.
+    # of size/step of them, so a 24h window stepping by 1h sums 24, not 1,440
+    # slices. A spec whose step is one slice shares the ``slices`` dict.
     steps: list[dict[int, SliceCounts]] = field(default_factory=list)
+    # Windows with data and no final record yet.
     pending: set[WindowId] = field(default_factory=set)
-    dirty: set[WindowId] = field(default_factory=set)
+    # Spans changed since the last provisional records.
+    dirty: set[SpanId] = field(default_factory=set)
+    # Per window spec, the end and sums of the last final window, from which
+    # the next one is computed with two spans instead of size/step of them.
+    last_final: list[tuple[int, SliceCounts] | None] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -103,6 +117,11 @@ class PartitionState:
         self._spec_index = {spec: index for index, spec in enumerate(windows)}
 
         self.tenants: dict[str, TenantState] = {}
+        # Pending windows by end, so closing them does not scan every tenant:
+        # ``_pending_ends`` is a heap of the keys of ``_pending_by_end``.
+        self._pending_by_end: dict[int, dict[tuple[str, int], None]] = {}
+        self._pending_ends: list[int] = []
+        self._expired_bounds: tuple[int, int] | None = None
         # Newest event time per tenant, kept after the tenant's slices expire so
         # that the event-age gauge shows how long a quiet tenant has been silent.
         # After a restore it is known only to the slice.
@@ -178,48 +197,76 @@ class PartitionState:
             return
         all_tenants = self.all_tenants
         combined: dict[int, SliceCounts] = {}
+        delta_counts = self._delta.counts
+        if record and not delta_counts:
+            # The usual case, one batch per delta: the batch's counts are the delta's.
+            delta_counts = self._delta.counts = batch
         for (tenant, start), counts in batch.items():
             self._add_to_tenant(tenant, start, counts, track_windows=record)
             if tenant != all_tenants:
-                target = combined.setdefault(start, {})
-                for key, number in counts.items():
-                    target[key] = target.get(key, 0) + number
-            if record:
-                _add_counts(self._delta.counts.setdefault((tenant, start), {}), counts)
+                add_counts(combined.setdefault(start, {}), counts)
+            if record and delta_counts is not batch:
+                add_counts(delta_counts.setdefault((tenant, start), {}), counts)
         for start, counts in combined.items():
             self._add_to_tenant(all_tenants, start, counts, track_windows=record)
+
+    def _new_tenant(self) -> TenantState:
+        state = TenantState()
+        state.steps = [
+            state.slices if spec.step_ms == self.slice_ms else {} for spec in self.windows
+        ]
+        state.last_final = [None] * len(self.windows)
+        return state
 
     def _add_to_tenant(
         self, tenant: str, start: int, counts: SliceCounts, *, track_windows: bool
     ) -> None:
         state = self.tenants.get(tenant)
         if state is None:
-            state = self.tenants[tenant] = TenantState(steps=[{} for _ in self.windows])
-        target = state.slices.get(start)
+            state = self.tenants[tenant] = self._new_tenant()
+        slices = state.slices
+        target = slices.get(start)
+        new_slice = target is None
         if target is None:
-            target = state.slices[start] = {}
-        _add_counts(target, counts)
-        for spec, steps in zip(self.windows, state.steps, strict=True):
+            target = slices[start] = {}
+        add_counts(target, counts)
+        for index, (spec, steps) in enumerate(zip(self.windows, state.steps, strict=True)):
             step_start = start - start % spec.step_ms
-            step_counts = steps.get(step_start)
-            if step_counts is None:
-                step_counts = steps[step_start] = {}
-            _add_counts(step_counts, counts)
+            if steps is slices:
+                new_span = new_slice
+            else:
+                step_counts = steps.get(step_start)
+                new_span = step_counts is None
+                if step_counts is None:
+                    step_counts = steps[step_start] = {}
+                add_counts(step_counts, counts)
+            if track_windows:
+                # A span's windows are marked once, when it first gets data:
+                # none of them can be final then, or the data would be late.
+                if new_span:
+                    self._mark_windows(tenant, state, index, spec, step_start)
+                state.dirty.add((index, step_start))
 
         if start > self.newest_event_ms.get(tenant, -(2**62)):
             self.newest_event_ms[tenant] = start
-        if track_windows:
-            self._mark_windows(state, start)
 
-    def _mark_windows(self, state: TenantState, start: int) -> None:
-        """Mark the windows holding the slice at ``start`` pending and changed, unless final."""
+    def _mark_windows(
+        self, tenant: str, state: TenantState, index: int, spec: WindowSpec, span_start: int
+    ) -> None:
+        """Mark the windows holding the span at ``span_start`` pending, unless final."""
         finalized = self.finalized_ms
-        for index, spec in enumerate(self.windows):
-            for end in window_ends(spec, start):
-                if finalized is None or end + self.grace_ms > finalized:
-                    window = (index, end)
-                    state.pending.add(window)
-                    state.dirty.add(window)
+        for end in window_ends(spec, span_start):
+            if finalized is not None and end + self.grace_ms <= finalized:
+                continue
+            window = (index, end)
+            if window in state.pending:
+                continue
+            state.pending.add(window)
+            bucket = self._pending_by_end.get(end)
+            if bucket is None:
+                bucket = self._pending_by_end[end] = {}
+                heapq.heappush(self._pending_ends, end)
+            bucket[(tenant, index)] = None
 
     def _remember_ids(self, ids: dict[tuple[str, int], list[str]], *, record: bool) -> None:
         for (tenant, start), event_ids in ids.items():
@@ -247,25 +294,56 @@ class PartitionState:
 
     def has_pending_windows(self) -> bool:
         """Tell whether any window with data still waits for its final record."""
-        return any(state.pending for state in self.tenants.values())
+        return bool(self._pending_by_end)
 
     # Publishing
 
     def close_windows(self) -> list[ClosedWindow]:
-        """Return every pending window whose end plus grace the clock has passed, as final."""
+        """Return every pending window whose end plus grace the clock has passed, as final.
+
+        The windows come in order of their end.
+        """
         clock = self.clock_ms
         if clock is None:
             return []
         closed: list[ClosedWindow] = []
         cutoff = clock - self.grace_ms
-        for tenant, state in self.tenants.items():
-            ready = [window for window in state.pending if window[1] <= cutoff]
-            for window in sorted(ready, key=lambda item: (item[1], item[0])):
+        ends = self._pending_ends
+        while ends and ends[0] <= cutoff:
+            end = heapq.heappop(ends)
+            for tenant, index in self._pending_by_end.pop(end):
+                state = self.tenants.get(tenant)
+                window = (index, end)
+                if state is None or window not in state.pending:
+                    continue
                 state.pending.discard(window)
-                state.dirty.discard(window)
-                closed.append(self._window(tenant, state, window, final=True))
+                counts = self._final_sums(state, index, end)
+                closed.append(ClosedWindow(tenant, self.windows[index], end, counts, final=True))
         self.finalized_ms = clock
         return closed
+
+    def _final_sums(self, state: TenantState, index: int, end_ms: int) -> WindowCounts:
+        """Sum a window that closes now, from the tenant's previous final window when it can.
+
+        The spans of a final window no longer change, so the window one step
+        later is the previous one plus its newest span minus the oldest span
+        of the previous one.
+        """
+        spec = self.windows[index]
+        steps = state.steps[index]
+        previous = state.last_final[index]
+        if previous is not None and previous[0] == end_ms - spec.step_ms:
+            totals = dict(previous[1])
+            newest = steps.get(end_ms - spec.step_ms)
+            if newest is not None:
+                add_counts(totals, newest)
+            oldest = steps.get(previous[0] - spec.size_ms)
+            if oldest is not None:
+                subtract_counts(totals, oldest)
+        else:
+            totals = self._span_totals(steps, spec, end_ms)
+        state.last_final[index] = (end_ms, totals)
+        return WindowCounts.from_slice(totals)
 
     def take_provisional(self) -> list[ClosedWindow]:
         """Return, per tenant and window size, the changed windows a reader watches.
@@ -277,20 +355,29 @@ class PartitionState:
         """
         changed: list[ClosedWindow] = []
         clock = self.clock_ms
+        windows = self.windows
         for tenant, state in self.tenants.items():
             if not state.dirty:
                 continue
+            pending = state.pending
             chosen: set[WindowId] = set()
             next_end: dict[int, int] = {}
-            for window in state.dirty:
-                index, end = window
-                if window not in state.pending:
-                    continue
-                if clock is None or end > clock:
-                    if end < next_end.get(index, 2**62):
-                        next_end[index] = end
-                elif end == clock - clock % self.windows[index].step_ms:
-                    chosen.add(window)
+            for index, span_start in state.dirty:
+                spec = windows[index]
+                # The windows holding the span end from one step to one size after it.
+                first_end = span_start + spec.step_ms
+                if clock is not None:
+                    ended = clock - clock % spec.step_ms
+                    holds_span = span_start < ended <= span_start + spec.size_ms
+                    if holds_span and (index, ended) in pending:
+                        chosen.add((index, ended))
+                    first_end = max(first_end, ended + spec.step_ms)
+                if (
+                    first_end <= span_start + spec.size_ms
+                    and first_end < next_end.get(index, 2**62)
+                    and (index, first_end) in pending
+                ):
+                    next_end[index] = first_end
             chosen.update(next_end.items())
             for window in sorted(chosen, key=lambda item: (item[1], item[0])):
                 changed.append(self._window(tenant, state, window, final=False))
@@ -309,13 +396,17 @@ class PartitionState:
 
     def sum_window(self, state: TenantState, spec: WindowSpec, end_ms: int) -> WindowCounts:
         """Sum the step-long spans of the window of ``spec`` that ends at ``end_ms``."""
-        counts = WindowCounts()
         steps = state.steps[self._spec_index[spec]]
+        return WindowCounts.from_slice(self._span_totals(steps, spec, end_ms))
+
+    @staticmethod
+    def _span_totals(steps: dict[int, SliceCounts], spec: WindowSpec, end_ms: int) -> SliceCounts:
+        totals: SliceCounts = {}
         for start in slices_of_window(end_ms, spec, spec.step_ms):
             found = steps.get(start)
             if found is not None:
-                counts.add_slice(found)
-        return counts
+                add_counts(totals, found)
+        return totals
 
     def newest_windows(self) -> Iterator[tuple[str, WindowSpec, int, WindowCounts]]:
         """Yield, per tenant and window size, the newest window that has ended by the clock."""
@@ -333,6 +424,21 @@ class PartitionState:
         if self.clock_ms is None or self.finalized_ms is None:
             return
         slices_before = min(self.clock_ms, self.finalized_ms) - self.retention_ms
+        self._expire_slices(slices_before)
+        ids_before = self.ids_expire_before()
+        for start in [start for start in self._seen_by_slice if start < ids_before]:
+            for seen_key in self._seen_by_slice.pop(start):
+                if self._seen.get(seen_key) == start:
+                    del self._seen[seen_key]
+
+    def _expire_slices(self, slices_before: int) -> None:
+        # Slices and spans start at multiples of the slice length, so what goes
+        # changes only when the limit crosses one; scanning every tenant on
+        # every batch in between would find nothing.
+        bounds = ((slices_before - 1) // self.slice_ms, slices_before // self.slice_ms)
+        if bounds == self._expired_bounds:
+            return
+        self._expired_bounds = bounds
         for state in self.tenants.values():
             for start in [start for start in state.slices if start < slices_before]:
                 del state.slices[start]
@@ -347,12 +453,6 @@ class PartitionState:
         ]
         for tenant in empty:
             del self.tenants[tenant]
-
-        ids_before = self.ids_expire_before()
-        for start in [start for start in self._seen_by_slice if start < ids_before]:
-            for seen_key in self._seen_by_slice.pop(start):
-                if self._seen.get(seen_key) == start:
-                    del self._seen[seen_key]
 
     def ids_expire_before(self) -> int:
         """Return the slice start before which event ids are forgotten."""
@@ -403,15 +503,14 @@ class PartitionState:
         step-long span rather than per slice: the step divides the size, so
         every slice of a span lies in the same windows.
         """
-        finalized = self.finalized_ms
-        for state in self.tenants.values():
+        self._pending_by_end = {}
+        self._pending_ends = []
+        for tenant, state in self.tenants.items():
             state.pending = set()
             state.dirty.clear()
             for index, (spec, steps) in enumerate(zip(self.windows, state.steps, strict=True)):
                 for step_start in steps:
-                    for end in window_ends(spec, step_start):
-                        if finalized is None or end + self.grace_ms > finalized:
-                            state.pending.add((index, end))
+                    self._mark_windows(tenant, state, index, spec, step_start)
         self.expire()
 
     def snapshot(self, max_entries: int) -> list[Delta]:
@@ -453,8 +552,3 @@ def grace_end_offset(slice_ms: int, grace_ms: int) -> int:
     A slice ``[s, s + slice_ms)`` is open while ``s + slice_ms + grace > clock``.
     """
     return slice_ms + grace_ms - 1
-
-
-def _add_counts(target: SliceCounts, counts: SliceCounts) -> None:
-    for key, number in counts.items():
-        target[key] = target.get(key, 0) + number

@@ -5,12 +5,13 @@ move it with ``advance_clock`` the way the counting stage does after each
 batch, never from the newest event alone.
 """
 
+import random
 from datetime import datetime
 
 from stream.ingest.channels import ChannelClass
 from stream.ingest.events import Interaction
-from stream.windows.counts import WindowCounts
-from stream.windows.spec import WindowSpec
+from stream.windows.counts import RESOLVED_BASE, WindowCounts
+from stream.windows.spec import WindowSpec, window_ends
 from stream.windows.state import ClosedWindow, Delta, PartitionState
 
 MINUTE_MS = 60_000
@@ -382,6 +383,86 @@ def test_all_tenants_partial_sums_tenants() -> None:
         "email": 1,
         "community": 1,
     }
+
+
+def test_random_stream_windows_sum_their_counted_events() -> None:
+    """Every final and provisional window equals a recount of the events counted in it.
+
+    Final windows are summed from the previous final window of their tenant
+    and size, so a long run with disorder, gaps and lateness checks that
+    shortcut against a plain recount.
+    """
+    windows = (
+        WindowSpec(name="3m", size_ms=3 * MINUTE_MS, step_ms=MINUTE_MS),
+        TEN_BY_FIVE,
+        WindowSpec(name="30m", size_ms=30 * MINUTE_MS, step_ms=10 * MINUTE_MS),
+    )
+    state = new_state(windows=windows)
+    rng = random.Random(20261205)
+    channels = list(CHANNEL_CLASSES)
+    start_ms = at("10:00:00")
+    counted: list[Interaction] = []
+    # Each window with the number of events counted when it was published.
+    published: list[tuple[ClosedWindow, int]] = []
+    late_events = 0
+    for batch_number in range(240):
+        now_ms = start_ms + batch_number * 20_000
+        batch = []
+        for event_number in range(rng.randrange(0, 12)):
+            # Mostly on time, some up to 4 minutes old, so some arrive late.
+            age_ms = rng.choice([0, 5_000, 40_000, 4 * MINUTE_MS]) + rng.randrange(5_000)
+            occurred_ms = now_ms - age_ms
+            batch.append(
+                Interaction(
+                    event_id=f"r{batch_number}-{event_number}",
+                    occurred_at_ms=occurred_ms,
+                    tenant=rng.choice(["t1", "t2", "t3"]),
+                    channel=(channel := rng.choice(channels)),
+                    channel_class=int(CHANNEL_CLASSES[channel]),
+                    resolved=rng.choice([True, False, None]),
+                    segment=None,
+                    customer_id=None,
+                    source_topic="support-interactions",
+                    source_partition=0,
+                    source_offset=0,
+                    raw_key=None,
+                    raw_value=b"{}",
+                )
+            )
+        late = {id(late.event) for late in state.count(batch).late}
+        late_events += len(late)
+        counted.extend(event for event in batch if id(event) not in late)
+        state.advance_clock(now_ms - 30_000)
+        published.extend((window, len(counted)) for window in state.close_windows())
+        if batch_number % 3 == 0:
+            published.extend((window, len(counted)) for window in state.take_provisional())
+        state.expire()
+    state.advance_clock(start_ms + 24 * 60 * MINUTE_MS)
+    published.extend((window, len(counted)) for window in state.close_windows())
+
+    for window, counted_before in published:
+        expected = WindowCounts()
+        for event in counted[:counted_before]:
+            if window.tenant in (ALL_TENANTS, event.tenant) and (
+                window.end_ms - window.spec.size_ms <= event.occurred_at_ms < window.end_ms
+            ):
+                key = (event.channel_class, event.channel)
+                expected.add_slice({key: 1})
+                if event.resolved:
+                    expected.add_slice({(RESOLVED_BASE + event.channel_class, ""): 1})
+        assert window.counts == expected, (window.tenant, window.spec.name, window.end_ms)
+    finals = [(w.tenant, w.spec.name, w.end_ms) for w, _ in published if w.final]
+    assert len(finals) == len(set(finals))
+    expected_finals = {
+        (tenant, spec.name, end)
+        for event in counted
+        for tenant in (event.tenant, ALL_TENANTS)
+        for spec in windows
+        for end in window_ends(spec, event.occurred_at_ms)
+    }
+    assert set(finals) == expected_finals
+    assert sum(not window.final for window, _ in published) > 100
+    assert late_events > 0
 
 
 # Expiry
