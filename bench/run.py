@@ -65,8 +65,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds a contender may take to count the load before it is "
                              "stopped and reported as unfinished (default: %(default)s)")
     parser.add_argument("--scrape-interval", type=float, default=0.5,
-                        help="seconds between scrapes of the worker's /metrics in the "
-                             "throughput phase (default: %(default)s)")
+                        help="seconds between polls of the worker's counted and consumed "
+                             "events (/metrics restricted by name[]) in the throughput phase "
+                             "(default: %(default)s)")
+    parser.add_argument("--full-scrape-interval", type=float, default=15.0,
+                        help="seconds between scrapes of the worker's whole /metrics in the "
+                             "throughput phase, as Prometheus with config/prometheus "
+                             "(default: %(default)s)")
     parser.add_argument("--live-rate", type=float, default=None,
                         help="events/s of the live phase (default: half the worker's median "
                              "throughput in this run, else 2000)")
@@ -195,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     run_id = time.strftime("bench-%Y%m%d-%H%M%S")
     results_path = args.results_dir / f"{run_id}.json"
     context = RunContext(args.bootstrap_servers, run_id, args.workdir / run_id, args.timeout,
-                         args.scrape_interval, worker_settings(args.worker_setting))
+                         args.scrape_interval, worker_settings(args.worker_setting),
+                         args.full_scrape_interval)
     results: dict[str, Any] = {
         "run_id": run_id,
         "machine": machine_info(),

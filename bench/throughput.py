@@ -51,6 +51,7 @@ class RunContext:
     scrape_interval_seconds: float = 0.5
     # ADOPTION_* variables given to every worker process, over the bench's own.
     worker_settings: Mapping[str, str] = field(default_factory=dict)
+    full_scrape_interval_seconds: float = 15.0
 
 
 def run_contender(kind: str, load: Load, repetition: int, context: RunContext) -> dict[str, Any]:
@@ -184,7 +185,8 @@ def _peer_counts(kind: str, load: Load, result_path: Path, output_topic: str,
 def _run_worker(name: str, load: Load, workdir: Path, context: RunContext) -> dict[str, Any]:
     worker = WorkerContender(context.bootstrap_servers, name, load.topic, workdir,
                              extra_environment=context.worker_settings,
-                             scrape_interval_seconds=context.scrape_interval_seconds)
+                             scrape_interval_seconds=context.scrape_interval_seconds,
+                             full_scrape_interval_seconds=context.full_scrape_interval_seconds)
     contender = worker.contender()
     contender.start()
     finished = contender.run_until(worker.counted, load.target, context.timeout_seconds)
@@ -196,6 +198,8 @@ def _run_worker(name: str, load: Load, workdir: Path, context: RunContext) -> di
     result.update({"finished": finished, "events_counted": counted,
                    "scrapes": len(worker.history),
                    "scrape_interval_seconds": context.scrape_interval_seconds,
+                   "full_scrape_interval_seconds": context.full_scrape_interval_seconds,
+                   "full_scrapes": worker.full_scrapes,
                    "scrape_seconds_median": statistics.median(worker.scrape_seconds)
                    if worker.scrape_seconds else None,
                    "scrape_seconds_max": max(worker.scrape_seconds, default=None)})

@@ -44,8 +44,11 @@ class WorkerContender:
     extra_environment: Mapping[str, str] = field(default_factory=dict)
     web_port: int = field(default_factory=lambda: free_ports(1)[0])
     scrape_interval_seconds: float = 0.5
+    full_scrape_interval_seconds: float = 15.0
     history: list[tuple[float, float, float]] = field(default_factory=list)
     scrape_seconds: list[float] = field(default_factory=list)
+    full_scrapes: int = 0
+    _last_full_scrape: float = field(default=float("-inf"), repr=False)
 
     @property
     def output_topic(self) -> str:
@@ -92,28 +95,42 @@ class WorkerContender:
         except (urllib.error.URLError, OSError):
             return None
 
-    def metrics(self) -> dict[str, float] | None:
-        """Return the parsed /metrics, or None unless the worker returns 200."""
+    def metrics(self, names: tuple[str, ...] = ()) -> dict[str, float] | None:
+        """Return the parsed /metrics, or None unless the worker returns 200.
+
+        With ``names``, only those series are asked for (``name[]`` parameters).
+        """
+        query = "&".join(f"name[]={name}" for name in names)
         started = time.monotonic()
         try:
             with urllib.request.urlopen(  # noqa: S310 - loopback only
-                f"http://127.0.0.1:{self.web_port}/metrics", timeout=10
+                f"http://127.0.0.1:{self.web_port}/metrics" + (f"?{query}" if query else ""),
+                timeout=10,
             ) as response:
                 body = response.read().decode()
         except (urllib.error.URLError, OSError):
             return None
-        self.scrape_seconds.append(time.monotonic() - started)
+        if not names:
+            self.scrape_seconds.append(time.monotonic() - started)
         return parse_metrics(body)
 
     def counted(self) -> int | None:
-        """Scrape /metrics and return ``adoption_events_counted_total``; keep consumed too.
+        """Return ``adoption_events_counted_total``; keep consumed too.
 
-        Between scrapes, at most one per ``scrape_interval_seconds``, the last
-        value is returned again.
+        It polls those two series at most once per ``scrape_interval_seconds``,
+        returning the last value in between, and scrapes the whole of /metrics
+        once per ``full_scrape_interval_seconds``, as Prometheus would, so that
+        the cost of the per-tenant gauges is part of the measurement.
         """
         if self.history and time.time() - self.history[-1][0] < self.scrape_interval_seconds:
             return int(self.history[-1][2])
-        values = self.metrics()
+        if time.monotonic() - self._last_full_scrape >= self.full_scrape_interval_seconds:
+            self._last_full_scrape = time.monotonic()
+            self.full_scrapes += 1
+            values = self.metrics()
+        else:
+            values = self.metrics(("adoption_events_counted_total",
+                                   "adoption_events_consumed_total"))
         if values is None:
             return None
         counted = values.get("adoption_events_counted_total", 0.0)

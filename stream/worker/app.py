@@ -292,10 +292,15 @@ class AdoptionApp:
 
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
+            # As in prometheus_client's own handlers, ``name[]`` parameters
+            # restrict the answer to those series, which skips the per-tenant
+            # window gauges when a poller wants a few counters only.
+            names = request.query.getall("name[]", [])
+            registry = self.registry.restricted_registry(names) if names else self.registry
             # aiohttp rejects a charset in content_type, and the exposition
             # format's content type carries one, so it goes in as a header.
             return web.bytes(
-                generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+                generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
             )
 
         @app.page("/healthz")
@@ -345,6 +350,7 @@ class AdoptionApp:
         partitions = settings.internal_partitions
         consumed: dict[str, int] = {}
         newest_by_partition = self._input_newest_ms
+        reserved_tenants = frozenset({settings.all_tenants})
         received = time.monotonic()
         self._ingesting = True
         if self._input_partitions and all(
@@ -369,7 +375,7 @@ class AdoptionApp:
                 channels=self.channels,
                 count_unknown_channels=settings.unknown_channel == "count",
                 default_tenant=settings.default_tenant,
-                reserved_tenants=self._reserved_tenants,
+                reserved_tenants=reserved_tenants,
                 now_ms=now_ms,
                 max_future_ms=settings.max_future_ms,
             )
@@ -421,10 +427,6 @@ class AdoptionApp:
         if not watermarks:
             return Tick(self.sender_id, None, quiet=True, sent_at_ms=sent_at_ms)
         return Tick(self.sender_id, min(watermarks), quiet=False, sent_at_ms=sent_at_ms)
-
-    @property
-    def _reserved_tenants(self) -> frozenset[str]:
-        return frozenset({self.settings.all_tenants})
 
     def _reject(self, source: SourceRecord, rejection: Rejection) -> OutgoingRecord:
         """Log and count a rejected record, and return its dead-letter record."""

@@ -157,10 +157,10 @@ class WorkerProcess:
         except (urllib.error.URLError, OSError):
             return None
 
-    def metrics_text(self) -> str:
-        """Return the body of /metrics."""
+    def metrics_text(self, query: str = "") -> str:
+        """Return the body of /metrics, with a query string such as ``?name[]=...`` if given."""
         with urllib.request.urlopen(  # noqa: S310 - loopback only
-            f"http://127.0.0.1:{self.web_port}/metrics", timeout=5
+            f"http://127.0.0.1:{self.web_port}/metrics{query}", timeout=5
         ) as response:
             return str(response.read().decode())
 

@@ -562,6 +562,16 @@ def test_tenants_beyond_limit_fold_into_other(
     later = worker.metrics_text()
     assert set(by_tenant(later, "support_interactions", window="10s")) == named | {"other", "*"}
 
+    # name[] parameters restrict the answer to the series named.
+    restricted = worker.metrics_text(
+        "?name[]=adoption_events_counted_total&name[]=adoption_events_consumed_total"
+    )
+    families = {family.name for family in text_string_to_metric_families(restricted)}
+    assert families == {"adoption_events_counted", "adoption_events_consumed"}, restricted
+    assert metric_samples(restricted, "adoption_events_counted_total") == [
+        ({}, float(len(values)))
+    ]
+
 
 def test_silent_tenant_series_leave_metrics(
     kafka_bootstrap: str,
