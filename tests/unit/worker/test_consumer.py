@@ -1,9 +1,10 @@
-"""Tests that need no broker: seeks with the flow of records stopped, and skipping re-read records."""
+"""Tests that need no broker: seeks with the flow stopped, re-read records, fetch delivery."""
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faust.types import TP
@@ -144,3 +145,89 @@ def test_unprocessed_keeps_gaps(app: AdoptionApp) -> None:
     events = [Event(Message(INPUT, offset)) for offset in (12, 20)]
 
     assert offsets_of(app._unprocessed(events)) == [(0, 12), (0, 20)]
+
+
+# Delivering a fetch
+
+
+def fetch_of(offsets: list[int]) -> list[tuple[TP, Message]]:
+    return [(INPUT, Message(INPUT, offset)) for offset in offsets]
+
+
+def run_drain(
+    consumer: SeekingConsumer, fetches: list[list[tuple[TP, Message]]], callback: Any
+) -> None:
+    """Run the fetch loop over ``fetches``, then stop it."""
+
+    class Fetcher:
+        def __init__(self) -> None:
+            self._stopped = asyncio.Event()
+
+    fetcher = Fetcher()
+
+    async def getmany(timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        if not fetches:
+            fetcher._stopped.set()
+            return
+        for item in fetches.pop(0):
+            yield item
+
+    consumer.getmany = getmany  # type: ignore[method-assign]
+    consumer.callback = callback
+    consumer.loop.run_until_complete(consumer._drain_messages(fetcher))
+
+
+def test_fetch_is_delivered_in_order_and_marked_read(app: AdoptionApp) -> None:
+    consumer = app.app.consumer
+    consumer.resume_flow()
+    delivered: list[int] = []
+
+    async def callback(message: Message) -> None:
+        delivered.append(message.offset)
+
+    run_drain(consumer, [fetch_of([3, 4, 5]), fetch_of([3, 4, 6])], callback)
+
+    # Records older than the last delivered one are dropped, as in Faust's loop.
+    assert delivered == [3, 4, 5, 6]
+    assert consumer._read_offset[INPUT] == 6
+
+
+def test_flow_stopped_during_fetch_drops_rest_unread(app: AdoptionApp) -> None:
+    consumer = app.app.consumer
+    consumer.resume_flow()
+    delivered: list[int] = []
+
+    async def callback(message: Message) -> None:
+        delivered.append(message.offset)
+        if message.offset == 12:
+            consumer.stop_flow()
+            await asyncio.sleep(0.05)
+
+    run_drain(consumer, [fetch_of([10, 11, 12, 13, 14])], callback)
+
+    # The records after the stop are neither delivered nor marked as read, so
+    # nothing is counted as a gap and the seek that follows fetches them again.
+    assert delivered == [10, 11, 12]
+    assert consumer._read_offset[INPUT] == 11
+    assert not consumer._gap.get(INPUT)
+
+
+def test_due_commit_runs_between_deliveries(app: AdoptionApp) -> None:
+    consumer = app.app.consumer
+    consumer.resume_flow()
+    consumer._commit_every = 2
+    events: list[str] = []
+
+    async def callback(message: Message) -> None:
+        events.append(f"deliver {message.offset}")
+        consumer._n_acked += 1
+
+    async def commit(*args: Any, **kwargs: Any) -> bool:
+        events.append(f"commit after {consumer._n_acked}")
+        return True
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    run_drain(consumer, [fetch_of([0, 1, 2, 3])], callback)
+
+    # A commit falls due after two acks and runs before the next delivery.
+    assert events == ["deliver 0", "deliver 1", "commit after 0", "deliver 2", "deliver 3"]
