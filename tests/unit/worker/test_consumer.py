@@ -1,7 +1,7 @@
 """Tests that need no broker: seeks with the flow stopped, re-read records, fetch delivery."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,3 +231,50 @@ def test_due_commit_runs_between_deliveries(app: AdoptionApp) -> None:
 
     # A commit falls due after two acks and runs before the next delivery.
     assert events == ["deliver 0", "deliver 1", "commit after 0", "deliver 2", "deliver 3"]
+
+
+def test_flow_stopped_before_delivery_starts_delivers_nothing(app: AdoptionApp) -> None:
+    consumer = app.app.consumer
+    consumer.resume_flow()
+    delivered: list[int] = []
+
+    async def callback(message: Message) -> None:
+        delivered.append(message.offset)
+
+    # The flow stops in the loop turn between the fetch and its delivery, as
+    # when a seek starts there.
+    fetch = fetch_of(list(range(150)))
+
+    class StopAfterFetch(list[tuple[TP, Message]]):
+        def __iter__(self) -> Iterator[tuple[TP, Message]]:
+            yield from super().__iter__()
+            consumer.loop.call_soon(consumer.stop_flow)
+
+    run_drain(consumer, [StopAfterFetch(fetch)], callback)
+
+    assert delivered == []
+    assert consumer._read_offset[INPUT] is None
+
+
+def test_rebalance_during_commit_drops_rest_of_fetch(app: AdoptionApp) -> None:
+    consumer = app.app.consumer
+    consumer.resume_flow()
+    consumer._commit_every = 2
+    delivered: list[int] = []
+
+    async def callback(message: Message) -> None:
+        delivered.append(message.offset)
+        consumer._n_acked += 1
+
+    async def commit(*args: Any, **kwargs: Any) -> bool:
+        # A rebalance stops the flow, seeks and resumes it while the commit runs.
+        consumer.stop_flow()
+        app.app.consumer_generation_id += 1
+        consumer.resume_flow()
+        return True
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    run_drain(consumer, [fetch_of([0, 1, 2, 3, 4, 5])], callback)
+
+    # The records fetched before the rebalance may belong to revoked partitions.
+    assert delivered == [0, 1]
