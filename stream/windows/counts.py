@@ -1,5 +1,6 @@
 """Interaction counts of one slice or one window."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from stream.ingest.channels import ChannelClass
@@ -48,17 +49,24 @@ class WindowCounts:
         return not (self.total or self.excluded or self.unclassified)
 
     @classmethod
-    def from_slice(cls, counts: SliceCounts) -> "WindowCounts":
-        """Return the sums of slice-form counts, such as several slices added together."""
+    def from_totals(cls, totals: SliceCounts) -> "WindowCounts":
+        """Return the sums of a window from its slices added up, newest slice's keys first.
+
+        A channel counted under two classes in the window, as when the
+        channel table changed, is labelled with the class of its newest slice.
+        """
         window = cls()
-        window.add_slice(counts)
+        window._add(reversed(totals.items()))
         return window
 
     def add_slice(self, counts: SliceCounts) -> None:
         """Add one slice's counts."""
+        self._add(counts.items())
+
+    def _add(self, items: Iterable[tuple[SliceKey, int]]) -> None:
         channels = self.channels
         channel_classes = self.channel_classes
-        for (channel_class, channel), number in counts.items():
+        for (channel_class, channel), number in items:
             if channel_class == _SELF:
                 self.self_service += number
             elif channel_class == _ASSISTED:

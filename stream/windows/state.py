@@ -333,17 +333,17 @@ class PartitionState:
         steps = state.steps[index]
         previous = state.last_final[index]
         if previous is not None and previous[0] == end_ms - spec.step_ms:
-            totals = dict(previous[1])
+            # Newest span first, as in _span_totals.
             newest = steps.get(end_ms - spec.step_ms)
-            if newest is not None:
-                add_counts(totals, newest)
+            totals = dict(newest) if newest is not None else {}
+            add_counts(totals, previous[1])
             oldest = steps.get(previous[0] - spec.size_ms)
             if oldest is not None:
                 subtract_counts(totals, oldest)
         else:
             totals = self._span_totals(steps, spec, end_ms)
         state.last_final[index] = (end_ms, totals)
-        return WindowCounts.from_slice(totals)
+        return WindowCounts.from_totals(totals)
 
     def take_provisional(self) -> list[ClosedWindow]:
         """Return, per tenant and window size, the changed windows a reader watches.
@@ -397,12 +397,13 @@ class PartitionState:
     def sum_window(self, state: TenantState, spec: WindowSpec, end_ms: int) -> WindowCounts:
         """Sum the step-long spans of the window of ``spec`` that ends at ``end_ms``."""
         steps = state.steps[self._spec_index[spec]]
-        return WindowCounts.from_slice(self._span_totals(steps, spec, end_ms))
+        return WindowCounts.from_totals(self._span_totals(steps, spec, end_ms))
 
     @staticmethod
     def _span_totals(steps: dict[int, SliceCounts], spec: WindowSpec, end_ms: int) -> SliceCounts:
+        """Add up a window's spans from the newest, so each key sits where its newest span put it."""
         totals: SliceCounts = {}
-        for start in slices_of_window(end_ms, spec, spec.step_ms):
+        for start in reversed(slices_of_window(end_ms, spec, spec.step_ms)):
             found = steps.get(start)
             if found is not None:
                 add_counts(totals, found)

@@ -8,6 +8,8 @@ batch, never from the newest event alone.
 import random
 from datetime import datetime
 
+import msgspec
+
 from stream.ingest.channels import ChannelClass
 from stream.ingest.events import Interaction
 from stream.windows.counts import RESOLVED_BASE, WindowCounts
@@ -463,6 +465,28 @@ def test_random_stream_windows_sum_their_counted_events() -> None:
     assert set(finals) == expected_finals
     assert sum(not window.final for window, _ in published) > 100
     assert late_events > 0
+
+
+def test_channel_in_two_classes_takes_its_newest_class() -> None:
+    # A channel counted as unclassified, then added to the channel table.
+    three_minutes = WindowSpec(name="3m", size_ms=3 * MINUTE_MS, step_ms=MINUTE_MS)
+    state = new_state(windows=(three_minutes,), grace_ms=0)
+    classes = [ChannelClass.SELF_SERVICE, ChannelClass.UNCLASSIFIED, ChannelClass.SELF_SERVICE,
+               ChannelClass.UNCLASSIFIED]
+    for number, channel_class in enumerate(classes):
+        event = interaction(f"k{number}", "t1", "faq", f"10:0{number}:00")
+        state.count([msgspec.structs.replace(event, channel_class=int(channel_class))])
+    state.advance_clock(at("10:04:00"))
+
+    finals = {
+        window.end_ms: window.counts.channel_classes
+        for window in state.close_windows()
+        if window.tenant == "t1"
+    }
+
+    # The window to 10:04 is summed from the one to 10:03, which is summed in full.
+    assert finals[at("10:03:00")] == {"faq": int(ChannelClass.SELF_SERVICE)}
+    assert finals[at("10:04:00")] == {"faq": int(ChannelClass.UNCLASSIFIED)}
 
 
 # Expiry
