@@ -20,6 +20,7 @@ from bench.workload import (
     ASSISTED_MIX,
     PARTITIONS,
     SELF_SERVICE_MIX,
+    Load,
     encode_event,
     load_topic,
     tenant_names,
@@ -344,19 +345,32 @@ MEMORY_VARIANTS = (
     ("1 window (24h/1h), 1000 tenants", "24h/1h", 1_000),
     ("3 windows on 1h slices (2h/1h, 6h/1h, 24h/1h), 1000 tenants", "2h/1h,6h/1h,24h/1h", 1_000),
 )
+# Tenant counts of the series that keeps the events per tenant fixed, so that
+# memory per tenant can be read from the slope.
+TENANT_SERIES = (250, 500, 1_000, 2_000)
 
 
 def memory(context: RunContext, events: int) -> list[dict[str, Any]]:
-    """Run the worker over the same events with each window and tenant variant; report RSS."""
-    loads = {}
+    """Run the worker over the same events with each window and tenant variant; report RSS.
+
+    Then run the default windows with each count of ``TENANT_SERIES`` and
+    ``events / 1000`` events per tenant.
+    """
+    loads: dict[tuple[int, int], Load] = {}
     results = []
-    for label, windows, tenants in MEMORY_VARIANTS:
-        if tenants not in loads:
-            loads[tenants] = asyncio.run(load_topic(
-                context.bootstrap_servers, f"{context.run_id}-memory-{tenants}-input", events,
+    runs = [(label, windows, tenants, events, "variant")
+            for label, windows, tenants in MEMORY_VARIANTS]
+    runs += [(f"3 windows, {tenants} tenants, {events // 1_000} events each", DEFAULT_WINDOWS,
+              tenants, events * tenants // 1_000, "tenant series")
+             for tenants in TENANT_SERIES]
+    for label, windows, tenants, run_events, series in runs:
+        if (tenants, run_events) not in loads:
+            loads[(tenants, run_events)] = asyncio.run(load_topic(
+                context.bootstrap_servers,
+                f"{context.run_id}-memory-{tenants}-{run_events}-input", run_events,
                 tenants=tenants, flush=False,
             ))
-        load = loads[tenants]
+        load = loads[(tenants, run_events)]
         name = f"{context.run_id}-memory-{len(results)}"
         worker = WorkerContender(context.bootstrap_servers, name, load.topic,
                                  context.workdir / name, windows=windows,
@@ -373,9 +387,10 @@ def memory(context: RunContext, events: int) -> list[dict[str, Any]]:
         contender.stop()
         results.append({
             "variant": label,
+            "series": series,
             "windows": windows,
             "tenants": tenants,
-            "events": events,
+            "events": run_events,
             "finished": finished,
             "peak_rss_bytes": summary.get("peak_rss_bytes"),
             "rss_bytes_at_first_scrape": first_answer.rss_bytes if first_answer else None,

@@ -9,7 +9,7 @@ Phases, each optional (``--phases``):
   first output record that includes the event;
 * recovery: restart of the worker with a processed history in its changelog;
 * memory: peak RSS of the worker with 1 and 3 windows and with 100 and 1,000
-  tenants.
+  tenants, then with 250 to 2,000 tenants at a fixed number of events each.
 
 Results go to ``bench/results/<run id>.json``; ``--summarize FILE`` prints
 the tables of a results file as Markdown. Start a broker first, for example

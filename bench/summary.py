@@ -124,7 +124,9 @@ def recovery_section(recoveries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def memory_section(variants: list[dict[str, Any]]) -> str:
+def memory_section(entries: list[dict[str, Any]]) -> str:
+    variants = [entry for entry in entries if entry.get("series", "variant") == "variant"]
+    series = [entry for entry in entries if entry.get("series") == "tenant series"]
     lines = [
         "| variant | events | peak RSS (MB) | RSS at first scrape (MB) | events/s |",
         "| --- | --- | --- | --- | --- |",
@@ -142,9 +144,52 @@ def memory_section(variants: list[dict[str, Any]]) -> str:
     if many and few and many.get("peak_rss_bytes") and few.get("peak_rss_bytes"):
         per_tenant = (many["peak_rss_bytes"] - few["peak_rss_bytes"]) / 900
         lines.append("")
-        lines.append(f"Peak RSS difference per tenant (1000 vs 100 tenants): "
+        lines.append(f"Peak RSS difference per tenant (1000 vs 100 tenants, same events): "
                      f"{per_tenant / 1000:,.1f} kB.")
+    if series:
+        lines += ["", tenant_series_table(series)]
     return "\n".join(lines)
+
+
+def tenant_series_table(series: list[dict[str, Any]]) -> str:
+    """Tabulate the runs with fixed events per tenant, with the slope between neighbours."""
+    lines = [
+        "| tenants | events | peak RSS (MB) | kB per added tenant since the row above |",
+        "| --- | --- | --- | --- |",
+    ]
+    previous: dict[str, Any] | None = None
+    for entry in sorted(series, key=lambda item: item["tenants"]):
+        slope = ""
+        if previous is not None and entry.get("peak_rss_bytes") and previous.get("peak_rss_bytes"):
+            added = entry["tenants"] - previous["tenants"]
+            slope = _number((entry["peak_rss_bytes"] - previous["peak_rss_bytes"]) / added / 1000, 1)
+        lines.append(f"| {entry['tenants']:,} | {entry['events']:,} "
+                     f"| {_number((entry.get('peak_rss_bytes') or 0) / MB)} | {slope} |")
+        previous = entry
+    points = [(entry["tenants"], entry["peak_rss_bytes"]) for entry in series
+              if entry.get("peak_rss_bytes")]
+    fit = linear_fit(points)
+    if fit is not None:
+        slope, intercept, r_squared = fit
+        lines += ["", f"Least-squares line: {slope / 1000:,.1f} kB per tenant plus "
+                      f"{intercept / MB:,.0f} MB, R² = {r_squared:.4f}."]
+    return "\n".join(lines)
+
+
+def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float, float] | None:
+    """Return slope, intercept and R squared of the least-squares line through the points."""
+    if len(points) < 3:
+        return None
+    count = len(points)
+    mean_x = sum(x for x, _ in points) / count
+    mean_y = sum(y for _, y in points) / count
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    syy = sum((y - mean_y) ** 2 for _, y in points)
+    if not sxx or not syy:
+        return None
+    slope = sxy / sxx
+    return slope, mean_y - slope * mean_x, sxy * sxy / (sxx * syy)
 
 
 def markdown(results: dict[str, Any]) -> str:
