@@ -357,7 +357,7 @@ def memory(context: RunContext, events: int) -> list[dict[str, Any]]:
     ``events / 1000`` events per tenant.
     """
     loads: dict[tuple[int, int], Load] = {}
-    results = []
+    results: list[dict[str, Any]] = []
     runs = [(label, windows, tenants, events, "variant")
             for label, windows, tenants in MEMORY_VARIANTS]
     runs += [(f"3 windows, {tenants} tenants, {events // 1_000} events each", DEFAULT_WINDOWS,

@@ -72,6 +72,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds between scrapes of the worker's whole /metrics in the "
                              "throughput phase, as Prometheus with config/prometheus "
                              "(default: %(default)s)")
+    parser.add_argument("--worker-processes", type=int, default=1,
+                        help="worker processes of contender (b) in the throughput phase, "
+                             "sharing its partitions (default: %(default)s)")
     parser.add_argument("--live-rate", type=float, default=None,
                         help="events/s of the live phase (default: half the worker's median "
                              "throughput in this run, else 2000)")
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     results_path = args.results_dir / f"{run_id}.json"
     context = RunContext(args.bootstrap_servers, run_id, args.workdir / run_id, args.timeout,
                          args.scrape_interval, worker_settings(args.worker_setting),
-                         args.full_scrape_interval)
+                         args.full_scrape_interval, args.worker_processes)
     results: dict[str, Any] = {
         "run_id": run_id,
         "machine": machine_info(),

@@ -48,6 +48,7 @@ def throughput_table(results: dict[str, Any]) -> str:
             "changelog": _median(run.get("changelog_records_per_event") for run in measured),
             "startup": _median(run.get("startup_seconds") for run in measured),
             "counts": _counts_verdict(runs),
+            "processes": max((run.get("worker_processes") or 1 for run in runs), default=1),
         }
     reference = medians.get("a", {})
     lines = [
@@ -56,8 +57,11 @@ def throughput_table(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for kind, row in medians.items():
+        name = CONTENDERS[kind]
+        if row["processes"] > 1:
+            name += f", {row['processes']} processes"
         lines.append(
-            f"| ({kind}) {CONTENDERS[kind]} | {row['runs']} | {_number(row['rate'])} "
+            f"| ({kind}) {name} | {row['runs']} | {_number(row['rate'])} "
             f"| {_ratio(row['rate'], reference.get('rate'))} | {_number(row['per_cpu'])} "
             f"| {_ratio(row['per_cpu'], reference.get('per_cpu'))} "
             f"| {_number(row['rss'] / MB if row['rss'] else None)} "
@@ -159,12 +163,12 @@ def tenant_series_table(series: list[dict[str, Any]]) -> str:
     ]
     previous: dict[str, Any] | None = None
     for entry in sorted(series, key=lambda item: item["tenants"]):
-        slope = ""
+        step = ""
         if previous is not None and entry.get("peak_rss_bytes") and previous.get("peak_rss_bytes"):
             added = entry["tenants"] - previous["tenants"]
-            slope = _number((entry["peak_rss_bytes"] - previous["peak_rss_bytes"]) / added / 1000, 1)
+            step = _number((entry["peak_rss_bytes"] - previous["peak_rss_bytes"]) / added / 1000, 1)
         lines.append(f"| {entry['tenants']:,} | {entry['events']:,} "
-                     f"| {_number((entry.get('peak_rss_bytes') or 0) / MB)} | {slope} |")
+                     f"| {_number((entry.get('peak_rss_bytes') or 0) / MB)} | {step} |")
         previous = entry
     points = [(entry["tenants"], entry["peak_rss_bytes"]) for entry in series
               if entry.get("peak_rss_bytes")]

@@ -52,6 +52,7 @@ class RunContext:
     # ADOPTION_* variables given to every worker process, over the bench's own.
     worker_settings: Mapping[str, str] = field(default_factory=dict)
     full_scrape_interval_seconds: float = 15.0
+    worker_processes: int = 1
 
 
 def run_contender(kind: str, load: Load, repetition: int, context: RunContext) -> dict[str, Any]:
@@ -186,7 +187,8 @@ def _run_worker(name: str, load: Load, workdir: Path, context: RunContext) -> di
     worker = WorkerContender(context.bootstrap_servers, name, load.topic, workdir,
                              extra_environment=context.worker_settings,
                              scrape_interval_seconds=context.scrape_interval_seconds,
-                             full_scrape_interval_seconds=context.full_scrape_interval_seconds)
+                             full_scrape_interval_seconds=context.full_scrape_interval_seconds,
+                             processes=context.worker_processes)
     contender = worker.contender()
     contender.start()
     finished = contender.run_until(worker.counted, load.target, context.timeout_seconds)
@@ -200,6 +202,7 @@ def _run_worker(name: str, load: Load, workdir: Path, context: RunContext) -> di
                    "scrape_interval_seconds": context.scrape_interval_seconds,
                    "full_scrape_interval_seconds": context.full_scrape_interval_seconds,
                    "full_scrapes": worker.full_scrapes,
+                   "worker_processes": context.worker_processes,
                    "scrape_seconds_median": statistics.median(worker.scrape_seconds)
                    if worker.scrape_seconds else None,
                    "scrape_seconds_max": max(worker.scrape_seconds, default=None)})

@@ -42,13 +42,24 @@ class WorkerContender:
     workdir: Path
     windows: str = DEFAULT_WINDOWS
     extra_environment: Mapping[str, str] = field(default_factory=dict)
-    web_port: int = field(default_factory=lambda: free_ports(1)[0])
+    # Worker processes of the app id; more than one runs bench.worker_group.
+    processes: int = 1
+    web_ports: list[int] = field(default_factory=list)
     scrape_interval_seconds: float = 0.5
     full_scrape_interval_seconds: float = 15.0
     history: list[tuple[float, float, float]] = field(default_factory=list)
     scrape_seconds: list[float] = field(default_factory=list)
     full_scrapes: int = 0
     _last_full_scrape: float = field(default=float("-inf"), repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.web_ports:
+            self.web_ports = free_ports(self.processes)
+
+    @property
+    def web_port(self) -> int:
+        """Return the web port of the first worker process."""
+        return self.web_ports[0]
 
     @property
     def output_topic(self) -> str:
@@ -73,13 +84,16 @@ class WorkerContender:
             "ADOPTION_DEAD_LETTER_TOPIC": f"{self.app_id}-dlq",
             "ADOPTION_ALERTS_TOPIC": f"{self.app_id}-alerts",
             "ADOPTION_WEB_PORT": str(self.web_port),
+            "BENCH_WORKER_WEB_PORTS": ",".join(str(port) for port in self.web_ports),
             "ADOPTION_DATA_DIR": str(self.workdir / "data"),
             "ADOPTION_WINDOWS": self.windows,
             **self.extra_environment,
         }
+        module = "stream" if self.processes == 1 else "bench.worker_group"
+        command = [sys.executable, "-m", module] + (["worker"] if self.processes == 1 else [])
         return Contender(
             name=name,
-            command=[sys.executable, "-m", "stream", "worker"],
+            command=command,
             environment=environment,
             log_path=self.workdir / "worker.log",
         )
@@ -99,28 +113,35 @@ class WorkerContender:
         """Return the parsed /metrics, or None unless the worker returns 200.
 
         With ``names``, only those series are asked for (``name[]`` parameters).
+        With several worker processes the values are summed over those that
+        answer; None means that none did.
         """
         query = "&".join(f"name[]={name}" for name in names)
         started = time.monotonic()
-        try:
-            with urllib.request.urlopen(  # noqa: S310 - loopback only
-                f"http://127.0.0.1:{self.web_port}/metrics" + (f"?{query}" if query else ""),
-                timeout=10,
-            ) as response:
-                body = response.read().decode()
-        except (urllib.error.URLError, OSError):
-            return None
-        if not names:
+        summed: dict[str, float] | None = None
+        for port in self.web_ports:
+            try:
+                with urllib.request.urlopen(  # noqa: S310 - loopback only
+                    f"http://127.0.0.1:{port}/metrics" + (f"?{query}" if query else ""),
+                    timeout=10,
+                ) as response:
+                    body = response.read().decode()
+            except (urllib.error.URLError, OSError):
+                continue
+            summed = summed if summed is not None else {}
+            for name, value in parse_metrics(body).items():
+                summed[name] = summed.get(name, 0.0) + value
+        if summed is not None and not names:
             self.scrape_seconds.append(time.monotonic() - started)
-        return parse_metrics(body)
+        return summed
 
     def counted(self) -> int | None:
         """Return ``adoption_events_counted_total``; keep consumed too.
 
-        It polls those two series at most once per ``scrape_interval_seconds``,
-        returning the last value in between, and scrapes the whole of /metrics
-        once per ``full_scrape_interval_seconds``, as Prometheus would, so that
-        the cost of the per-tenant gauges is part of the measurement.
+        It polls those two series at most once per ``scrape_interval_seconds``
+        and returns the last value in between. Once per
+        ``full_scrape_interval_seconds`` it scrapes the whole of /metrics, as
+        Prometheus would, so the cost of the per-tenant gauges is measured too.
         """
         if self.history and time.time() - self.history[-1][0] < self.scrape_interval_seconds:
             return int(self.history[-1][2])
