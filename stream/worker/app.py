@@ -293,8 +293,8 @@ class AdoptionApp:
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
             # As in prometheus_client's own handlers, ``name[]`` parameters
-            # restrict the answer to those series, which skips the per-tenant
-            # window gauges when a poller wants a few counters only.
+            # restrict the response to those series. A poller that wants a
+            # few counters then skips the sums of the per-tenant window gauges.
             names = request.query.getall("name[]", [])
             registry = self.registry.restricted_registry(names) if names else self.registry
             # aiohttp rejects a charset in content_type, and the exposition

@@ -132,9 +132,9 @@ class SeekingConsumer(Consumer):
         """Deliver fetched records from ``position`` on; return where it stopped.
 
         It stops before a record when a commit is due or delivery may not go
-        on. A record older than the partition's last delivered one, as after
-        a seek back, is dropped; a jump forward is recorded as a gap, as
-        Faust's own loop does.
+        on. As in Faust's own loop, a record older than the partition's last
+        delivered one is dropped, as after a seek back. A jump forward is
+        recorded as a gap.
         """
         callback = self.callback
         read_offset = self._read_offset

@@ -562,7 +562,7 @@ def test_tenants_beyond_limit_fold_into_other(
     later = worker.metrics_text()
     assert set(by_tenant(later, "support_interactions", window="10s")) == named | {"other", "*"}
 
-    # name[] parameters restrict the answer to the series named.
+    # name[] parameters restrict the response to the series named.
     restricted = worker.metrics_text(
         "?name[]=adoption_events_counted_total&name[]=adoption_events_consumed_total"
     )
