@@ -414,23 +414,14 @@ def test_random_stream_windows_sum_their_counted_events() -> None:
             # Mostly on time, some up to 4 minutes old, so some arrive late.
             age_ms = rng.choice([0, 5_000, 40_000, 4 * MINUTE_MS]) + rng.randrange(5_000)
             occurred_ms = now_ms - age_ms
-            batch.append(
-                Interaction(
-                    event_id=f"r{batch_number}-{event_number}",
-                    occurred_at_ms=occurred_ms,
-                    tenant=rng.choice(["t1", "t2", "t3"]),
-                    channel=(channel := rng.choice(channels)),
-                    channel_class=int(CHANNEL_CLASSES[channel]),
-                    resolved=rng.choice([True, False, None]),
-                    segment=None,
-                    customer_id=None,
-                    source_topic="support-interactions",
-                    source_partition=0,
-                    source_offset=0,
-                    raw_key=None,
-                    raw_value=b"{}",
-                )
+            event = interaction(
+                f"r{batch_number}-{event_number}",
+                rng.choice(["t1", "t2", "t3"]),
+                rng.choice(channels),
+                "10:00:00",
+                resolved=rng.choice([True, False, None]),
             )
+            batch.append(msgspec.structs.replace(event, occurred_at_ms=occurred_ms))
         late = {id(late.event) for late in state.count(batch).late}
         late_events += len(late)
         counted.extend(event for event in batch if id(event) not in late)

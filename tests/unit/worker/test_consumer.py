@@ -1,7 +1,7 @@
 """Tests that need no broker: seeks with the flow stopped, re-read records, fetch delivery."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,22 @@ def fetch_of(offsets: list[int]) -> list[tuple[TP, Message]]:
     return [(INPUT, Message(INPUT, offset)) for offset in offsets]
 
 
+def flowing(app: AdoptionApp) -> SeekingConsumer:
+    consumer: SeekingConsumer = app.app.consumer
+    consumer.resume_flow()
+    return consumer
+
+
+def recorder() -> tuple[list[int], Callable[[Message], Awaitable[None]]]:
+    """Return a list and a stream callback that appends each delivered offset to it."""
+    delivered: list[int] = []
+
+    async def callback(message: Message) -> None:
+        delivered.append(message.offset)
+
+    return delivered, callback
+
+
 def run_drain(
     consumer: SeekingConsumer, fetches: list[list[tuple[TP, Message]]], callback: Any
 ) -> None:
@@ -178,13 +194,8 @@ def run_drain(
 
 
 def test_fetch_is_delivered_in_order_and_marked_read(app: AdoptionApp) -> None:
-    consumer = app.app.consumer
-    consumer.resume_flow()
-    delivered: list[int] = []
-
-    async def callback(message: Message) -> None:
-        delivered.append(message.offset)
-
+    consumer = flowing(app)
+    delivered, callback = recorder()
     run_drain(consumer, [fetch_of([3, 4, 5]), fetch_of([3, 4, 6])], callback)
 
     # Records older than the last delivered one are dropped, as in Faust's loop.
@@ -193,8 +204,7 @@ def test_fetch_is_delivered_in_order_and_marked_read(app: AdoptionApp) -> None:
 
 
 def test_flow_stopped_during_fetch_drops_rest_unread(app: AdoptionApp) -> None:
-    consumer = app.app.consumer
-    consumer.resume_flow()
+    consumer = flowing(app)
     delivered: list[int] = []
 
     async def callback(message: Message) -> None:
@@ -213,8 +223,7 @@ def test_flow_stopped_during_fetch_drops_rest_unread(app: AdoptionApp) -> None:
 
 
 def test_due_commit_runs_between_deliveries(app: AdoptionApp) -> None:
-    consumer = app.app.consumer
-    consumer.resume_flow()
+    consumer = flowing(app)
     consumer._commit_every = 2
     events: list[str] = []
 
@@ -234,13 +243,8 @@ def test_due_commit_runs_between_deliveries(app: AdoptionApp) -> None:
 
 
 def test_flow_stopped_before_delivery_starts_delivers_nothing(app: AdoptionApp) -> None:
-    consumer = app.app.consumer
-    consumer.resume_flow()
-    delivered: list[int] = []
-
-    async def callback(message: Message) -> None:
-        delivered.append(message.offset)
-
+    consumer = flowing(app)
+    delivered, callback = recorder()
     # The flow stops in the loop turn between the fetch and its delivery, as
     # when a seek starts there.
     fetch = fetch_of(list(range(150)))
@@ -257,8 +261,7 @@ def test_flow_stopped_before_delivery_starts_delivers_nothing(app: AdoptionApp) 
 
 
 def test_rebalance_during_commit_drops_rest_of_fetch(app: AdoptionApp) -> None:
-    consumer = app.app.consumer
-    consumer.resume_flow()
+    consumer = flowing(app)
     consumer._commit_every = 2
     delivered: list[int] = []
 
