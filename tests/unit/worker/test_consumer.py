@@ -245,6 +245,7 @@ def test_due_commit_runs_between_deliveries(app: AdoptionApp) -> None:
 def test_flow_stopped_before_delivery_starts_delivers_nothing(app: AdoptionApp) -> None:
     consumer = flowing(app)
     delivered, callback = recorder()
+
     # The flow stops in the loop turn between the fetch and its delivery, as
     # when a seek starts there.
     fetch = fetch_of(list(range(150)))
