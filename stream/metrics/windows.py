@@ -80,38 +80,17 @@ class WindowCollector(Collector):
         self._labels = labels
         self._clock_ms = clock_ms
 
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the gauge families without samples.
+
+        The registry learns the collector's metric names from them, which
+        ``/metrics?name[]=...`` needs to find these gauges.
+        """
+        yield from self._families()
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Yield the gauge families."""
-        ratio = GaugeMetricFamily(
-            "self_service_adoption_ratio",
-            "Self-service share of classified interactions in the newest ended window (0..1).",
-            labels=["tenant", "window"],
-        )
-        self_service = GaugeMetricFamily(
-            "self_service_interactions",
-            "Self-service interactions in the newest ended window.",
-            labels=["tenant", "window"],
-        )
-        total = GaugeMetricFamily(
-            "support_interactions",
-            "Self-service plus assisted interactions in the newest ended window.",
-            labels=["tenant", "window"],
-        )
-        resolved = GaugeMetricFamily(
-            "self_service_resolved_interactions",
-            "Self-service interactions marked resolved in the newest ended window.",
-            labels=["tenant", "window"],
-        )
-        channels = GaugeMetricFamily(
-            "support_channel_interactions",
-            "Interactions per channel in the newest ended window.",
-            labels=["tenant", "window", "channel", "class"],
-        )
-        newest_age = GaugeMetricFamily(
-            "adoption_newest_event_age_seconds",
-            "Wall-clock seconds since the newest counted event of the tenant.",
-            labels=["tenant"],
-        )
+        ratio, self_service, total, resolved, channels, newest_age = self._families()
 
         folded: dict[tuple[str, str], WindowCounts] = {}
         for sample in self._windows():
@@ -149,3 +128,38 @@ class WindowCollector(Collector):
         yield resolved
         yield channels
         yield newest_age
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        """Return new, empty gauge families, in the order ``collect`` yields them."""
+        ratio = GaugeMetricFamily(
+            "self_service_adoption_ratio",
+            "Self-service share of classified interactions in the newest ended window (0..1).",
+            labels=["tenant", "window"],
+        )
+        self_service = GaugeMetricFamily(
+            "self_service_interactions",
+            "Self-service interactions in the newest ended window.",
+            labels=["tenant", "window"],
+        )
+        total = GaugeMetricFamily(
+            "support_interactions",
+            "Self-service plus assisted interactions in the newest ended window.",
+            labels=["tenant", "window"],
+        )
+        resolved = GaugeMetricFamily(
+            "self_service_resolved_interactions",
+            "Self-service interactions marked resolved in the newest ended window.",
+            labels=["tenant", "window"],
+        )
+        channels = GaugeMetricFamily(
+            "support_channel_interactions",
+            "Interactions per channel in the newest ended window.",
+            labels=["tenant", "window", "channel", "class"],
+        )
+        newest_age = GaugeMetricFamily(
+            "adoption_newest_event_age_seconds",
+            "Wall-clock seconds since the newest counted event of the tenant.",
+            labels=["tenant"],
+        )
+        return ratio, self_service, total, resolved, channels, newest_age

@@ -295,7 +295,7 @@ class AdoptionApp:
             # As in prometheus_client's own handlers, ``name[]`` parameters
             # restrict the response to those series. A poller that wants a
             # few counters then skips the sums of the per-tenant window gauges.
-            names = request.query.getall("name[]", [])
+            names = [name for name in request.query.getall("name[]", []) if name]
             registry = self.registry.restricted_registry(names) if names else self.registry
             # aiohttp rejects a charset in content_type, and the exposition
             # format's content type carries one, so it goes in as a header.

@@ -571,6 +571,12 @@ def test_tenants_beyond_limit_fold_into_other(
     assert metric_samples(restricted, "adoption_events_counted_total") == [
         ({}, float(len(values)))
     ]
+    gauges = worker.metrics_text("?name[]=support_interactions")
+    families = {family.name for family in text_string_to_metric_families(gauges)}
+    assert families == {"support_interactions"}, gauges
+    assert by_tenant(gauges, "support_interactions", window="10s") == totals
+    # A blank name is ignored, as prometheus_client's own handlers do.
+    assert "adoption_events_counted_total" in worker.metrics_text("?name[]=")
 
 
 def test_silent_tenant_series_leave_metrics(
