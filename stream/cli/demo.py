@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,12 @@ def add_demo_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
     )
     parser.add_argument("file", nargs="?", type=Path, help="CSV or JSON-lines file to replay")
     parser.add_argument("--mapping", help="mapping in config/mappings (guessed from FILE's name)")
-    parser.add_argument("--web-port", type=int, default=6066, help="worker HTTP port (6066)")
+    parser.add_argument(
+        "--web-port",
+        type=int,
+        default=None,
+        help="worker HTTP port (the web_port setting: ADOPTION_WEB_PORT, else 6066)",
+    )
     parser.add_argument(
         "--events", type=int, default=30_000, help="generated events, without FILE (30000)"
     )
@@ -86,6 +92,8 @@ async def _demo(args: argparse.Namespace, bootstrap_servers: str) -> int:
 
     run_id = time.strftime("%Y%m%d-%H%M%S")
     app_id = f"adoption-demo-{run_id}"
+    web_port = _web_port(args.web_port)
+    _check_port_free(web_port)
     environment = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
@@ -95,7 +103,7 @@ async def _demo(args: argparse.Namespace, bootstrap_servers: str) -> int:
         "ADOPTION_OUTPUT_TOPIC": f"{app_id}-rates",
         "ADOPTION_DEAD_LETTER_TOPIC": f"{app_id}-dlq",
         "ADOPTION_ALERTS_TOPIC": f"{app_id}-alerts",
-        "ADOPTION_WEB_PORT": str(args.web_port),
+        "ADOPTION_WEB_PORT": str(web_port),
         "ADOPTION_IDLE_TIMEOUT_MS": "5s",
         "ADOPTION_DATA_DIR": tempfile.mkdtemp(prefix="adoption-demo-"),
     }
@@ -114,7 +122,7 @@ async def _demo(args: argparse.Namespace, bootstrap_servers: str) -> int:
     shown_window = largest if args.file is not None else settings.windows[0].name
 
     print(f"kafka: {bootstrap_servers}   app: {app_id}")
-    print(f"metrics: http://127.0.0.1:{args.web_port}/metrics")
+    print(f"metrics: http://127.0.0.1:{web_port}/metrics")
     worker = subprocess.Popen(
         [sys.executable, "-m", "stream", "worker"],
         env=environment,
@@ -124,7 +132,7 @@ async def _demo(args: argparse.Namespace, bootstrap_servers: str) -> int:
     )
     print(f"worker log: {environment['ADOPTION_DATA_DIR']}/worker.log")
     try:
-        await _wait_ready(args.web_port, worker)
+        await _wait_ready(web_port, worker)
         printer = asyncio.create_task(
             _print_records(bootstrap_servers, settings.output_topic, shown_window, settings.all_tenants)
         )
@@ -170,6 +178,26 @@ def _bootstrap_servers() -> tuple[str, Any]:
         print(f"started the local Kafka broker ({broker.layout.home})")
         return broker.bootstrap_servers, broker
     return broker.bootstrap_servers, None
+
+
+def _web_port(requested: int | None) -> int:
+    """Return ``--web-port`` if given, else the web_port setting (ADOPTION_WEB_PORT or default)."""
+    return requested if requested is not None else load_settings().web_port
+
+
+def _check_port_free(port: int) -> None:
+    """Fail unless ``port`` is free on loopback, where the demo's worker listens.
+
+    Otherwise the readiness check could reach another process on the port
+    and take it for the demo's worker.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise AdoptionRateError(
+                f"web port {port} is in use ({exc.strerror}): pass --web-port with a free port"
+            ) from exc
 
 
 async def _wait_ready(port: int, worker: "subprocess.Popen[bytes]", timeout: float = 120.0) -> None:
