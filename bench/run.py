@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"bench: unknown phases {unknown}; choose from {list(ALL_PHASES)}", file=sys.stderr)
         return 2
+    if args.worker_processes < 1:
+        print("bench: --worker-processes must be at least 1", file=sys.stderr)
+        return 2
     kinds = [kind.strip() for kind in args.contenders.split(",") if kind.strip()]
     if set(kinds) - set(CONTENDERS):
         print(f"bench: unknown contenders {kinds}; choose from {list(CONTENDERS)}", file=sys.stderr)

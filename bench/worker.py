@@ -146,9 +146,10 @@ class WorkerContender:
         if self.history and time.time() - self.history[-1][0] < self.scrape_interval_seconds:
             return int(self.history[-1][2])
         if time.monotonic() - self._last_full_scrape >= self.full_scrape_interval_seconds:
-            self._last_full_scrape = time.monotonic()
-            self.full_scrapes += 1
             values = self.metrics()
+            if values is not None:
+                self._last_full_scrape = time.monotonic()
+                self.full_scrapes += 1
         else:
             values = self.metrics(("adoption_events_counted_total",
                                    "adoption_events_consumed_total"))
