@@ -184,7 +184,16 @@ def median_rate(results: dict[str, Any], kind: str) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     if args.summarize:
-        print(summary.markdown(json.loads(args.summarize.read_text())))
+        try:
+            results = json.loads(args.summarize.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"bench: cannot read results file {args.summarize}: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(results, dict) or "run_id" not in results:
+            print(f"bench: {args.summarize} is not a results file of bench.run (no run_id)",
+                  file=sys.stderr)
+            return 2
+        print(summary.markdown(results))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "kafka", "stream", "faust", "mode"):
