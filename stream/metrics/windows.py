@@ -65,6 +65,42 @@ class TenantLabels:
         return OTHER_TENANTS
 
 
+# Name, help text and labels of each gauge family, in the order they are exported.
+_WINDOW_LABELS = ["tenant", "window"]
+_GAUGES = (
+    (
+        "self_service_adoption_ratio",
+        "Self-service share of classified interactions in the newest ended window (0..1).",
+        _WINDOW_LABELS,
+    ),
+    (
+        "self_service_interactions",
+        "Self-service interactions in the newest ended window.",
+        _WINDOW_LABELS,
+    ),
+    (
+        "support_interactions",
+        "Self-service plus assisted interactions in the newest ended window.",
+        _WINDOW_LABELS,
+    ),
+    (
+        "self_service_resolved_interactions",
+        "Self-service interactions marked resolved in the newest ended window.",
+        _WINDOW_LABELS,
+    ),
+    (
+        "support_channel_interactions",
+        "Interactions per channel in the newest ended window.",
+        [*_WINDOW_LABELS, "channel", "class"],
+    ),
+    (
+        "adoption_newest_event_age_seconds",
+        "Wall-clock seconds since the newest counted event of the tenant.",
+        ["tenant"],
+    ),
+)
+
+
 class WindowCollector(Collector):
     """Builds the per-tenant window gauges from the state at each scrape."""
 
@@ -83,8 +119,8 @@ class WindowCollector(Collector):
     def describe(self) -> Iterator[GaugeMetricFamily]:
         """Yield the gauge families without samples.
 
-        The registry learns the collector's metric names from them, which
-        ``/metrics?name[]=...`` needs to find these gauges.
+        The registry reads the collector's metric names from them. Without
+        those names, ``/metrics?name[]=...`` cannot select these gauges.
         """
         yield from self._families()
 
@@ -122,44 +158,12 @@ class WindowCollector(Collector):
         for label, newest_ms in sorted(newest.items()):
             newest_age.add_metric([label], max(0.0, (now_ms - newest_ms) / 1000))
 
-        yield ratio
-        yield self_service
-        yield total
-        yield resolved
-        yield channels
-        yield newest_age
+        yield from (ratio, self_service, total, resolved, channels, newest_age)
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
         """Return new, empty gauge families, in the order ``collect`` yields them."""
-        ratio = GaugeMetricFamily(
-            "self_service_adoption_ratio",
-            "Self-service share of classified interactions in the newest ended window (0..1).",
-            labels=["tenant", "window"],
+        return tuple(
+            GaugeMetricFamily(name, documentation, labels=labels)
+            for name, documentation, labels in _GAUGES
         )
-        self_service = GaugeMetricFamily(
-            "self_service_interactions",
-            "Self-service interactions in the newest ended window.",
-            labels=["tenant", "window"],
-        )
-        total = GaugeMetricFamily(
-            "support_interactions",
-            "Self-service plus assisted interactions in the newest ended window.",
-            labels=["tenant", "window"],
-        )
-        resolved = GaugeMetricFamily(
-            "self_service_resolved_interactions",
-            "Self-service interactions marked resolved in the newest ended window.",
-            labels=["tenant", "window"],
-        )
-        channels = GaugeMetricFamily(
-            "support_channel_interactions",
-            "Interactions per channel in the newest ended window.",
-            labels=["tenant", "window", "channel", "class"],
-        )
-        newest_age = GaugeMetricFamily(
-            "adoption_newest_event_age_seconds",
-            "Wall-clock seconds since the newest counted event of the tenant.",
-            labels=["tenant"],
-        )
-        return ratio, self_service, total, resolved, channels, newest_age
