@@ -140,6 +140,7 @@ class PartitionState:
         slice_ms = self.slice_ms
         closed_before = self._closed_before()
         seen = self._seen
+        seen_by_slice = self._seen_by_slice
         batch: dict[tuple[str, int], SliceCounts] = {}
         new_ids: dict[tuple[str, int], list[str]] = {}
         clock = self.clock_ms if self.clock_ms is not None else 0
@@ -159,6 +160,10 @@ class PartitionState:
                 continue
 
             seen[seen_key] = start
+            remembered = seen_by_slice.get(start)
+            if remembered is None:
+                remembered = seen_by_slice[start] = []
+            remembered.append(seen_key)
             slice_key = (tenant, start)
             ids = new_ids.get(slice_key)
             if ids is None:
@@ -179,7 +184,13 @@ class PartitionState:
             outcome.counted += 1
 
         self._merge_counts(batch, record=True)
-        self._remember_ids(new_ids, record=True)
+        delta_ids = self._delta.ids
+        if not delta_ids:
+            # The usual case, one batch per delta: the batch's ids are the delta's.
+            self._delta.ids = new_ids
+        else:
+            for slice_key, event_ids in new_ids.items():
+                delta_ids.setdefault(slice_key, []).extend(event_ids)
         for tenant, occurred_at_ms in newest.items():
             self.note_newest_event(tenant, occurred_at_ms)
             self.note_newest_event(self.all_tenants, occurred_at_ms)
@@ -268,15 +279,14 @@ class PartitionState:
                 heapq.heappush(self._pending_ends, end)
             bucket[(tenant, index)] = None
 
-    def _remember_ids(self, ids: dict[tuple[str, int], list[str]], *, record: bool) -> None:
+    def _remember_ids(self, ids: dict[tuple[str, int], list[str]]) -> None:
+        """Remember replayed event ids, as on restore; :meth:`count` remembers new ones itself."""
         for (tenant, start), event_ids in ids.items():
             bucket = self._seen_by_slice.setdefault(start, [])
             for event_id in event_ids:
                 seen_key = tenant + "\x00" + event_id
                 self._seen[seen_key] = start
                 bucket.append(seen_key)
-            if record:
-                self._delta.ids.setdefault((tenant, start), []).extend(event_ids)
 
     def note_newest_event(self, tenant: str, occurred_at_ms: int) -> None:
         """Record the newest event time of a tenant, for the event-age metric."""
@@ -433,9 +443,9 @@ class PartitionState:
                     del self._seen[seen_key]
 
     def _expire_slices(self, slices_before: int) -> None:
-        # Slices and spans start at multiples of the slice length, so what goes
-        # changes only when the limit crosses one; scanning every tenant on
-        # every batch in between would find nothing.
+        # Slices and spans start at multiples of the slice length, so the set
+        # to drop changes only when the limit crosses a multiple. Between two
+        # crossings a scan of every tenant would find nothing to drop.
         bounds = ((slices_before - 1) // self.slice_ms, slices_before // self.slice_ms)
         if bounds == self._expired_bounds:
             return
@@ -495,7 +505,7 @@ class PartitionState:
             {key: value for key, value in delta.counts.items() if key[0] != self.all_tenants},
             record=False,
         )
-        self._remember_ids(delta.ids, record=False)
+        self._remember_ids(delta.ids)
 
     def finish_restore(self) -> None:
         """Mark the windows of restored slices that are not final yet as pending, none as changed.
