@@ -113,8 +113,8 @@ class WorkerContender:
         """Return the parsed /metrics, or None unless the worker returns 200.
 
         With ``names``, only those series are asked for (``name[]`` parameters).
-        With several worker processes the values are summed over those that
-        answer; None means that none did.
+        With several worker processes the values are summed over the processes
+        that respond, and None means that none responded.
         """
         query = "&".join(f"name[]={name}" for name in names)
         started = time.monotonic()
