@@ -2,7 +2,8 @@
 
 Phases, each optional (``--phases``):
 
-* load: produce the events to a fresh 4-partition topic and time it;
+* load: produce the events to a fresh 4-partition topic and time it (it also
+  runs when only throughput is named, which reads that topic);
 * throughput: contenders (a) aiokafka loop, (b) the worker, (c) Quix Streams,
   (d) Faust, one after another, each in its own process, ``--repeat`` times;
 * live: the worker at a steady input rate, delay from input append to the

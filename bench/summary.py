@@ -40,8 +40,13 @@ def throughput_table(results: dict[str, Any]) -> str:
     for kind, runs in runs_by_kind.items():
         finished = [run for run in runs if run.get("finished")]
         measured = finished or runs
+        rated = sum(1 for run in measured if run.get("events_per_second") is not None)
+        runs_cell = f"{len(finished)}/{len(runs)}"
+        if rated < len(measured):
+            # A load read before the first poll of the counters gives no rate.
+            runs_cell += f" ({rated} with a rate)"
         medians[kind] = {
-            "runs": f"{len(finished)}/{len(runs)}",
+            "runs": runs_cell,
             "rate": _median(run.get("events_per_second") for run in measured),
             "per_cpu": _median(run.get("events_per_cpu_second") for run in measured),
             "rss": _median(run.get("peak_rss_bytes") for run in measured),
