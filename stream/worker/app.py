@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -138,6 +139,8 @@ class AdoptionApp:
         self._started = time.monotonic()
         self._last_count_batch = 0.0
         self._assigned = False
+        # When the broker last acknowledged this worker's watermark ticks.
+        self._ticks_acked_at = self._started
 
         self.writer = RecordWriter(settings.bootstrap_servers, client_id=f"{settings.app_id}-writer")
         self.offsets = OffsetReader(
@@ -588,7 +591,13 @@ class AdoptionApp:
             # watermark may include them; mid-batch the last one sent is kept.
             self._sent_watermark = self.input_watermark()
         tick = self._sent_watermark
-        await self._write_tick(Tick(tick.sender, tick.watermark_ms, tick.quiet))
+        try:
+            await self._write_tick(Tick(tick.sender, tick.watermark_ms, tick.quiet))
+        except KafkaError as exc:
+            # The next tick tries again; meanwhile /readyz turns 503 (see is_ready).
+            self.record_log.warning("tick write", "failed to write watermark ticks: %r", exc)
+            return
+        self._ticks_acked_at = time.monotonic()
 
     async def _write_tick(self, tick: Tick) -> None:
         """Write ``tick``, stamped with the wall clock, to every counting partition."""
@@ -696,15 +705,30 @@ class AdoptionApp:
         Counting state is restored when a partition's first batch arrives, and
         watermark ticks reach every partition each tick interval, so a fresh
         assignment is restored within about one interval plus restore time.
+
+        Ticks are also the worker's probe of the broker: when none has been
+        acknowledged for :meth:`broker_silence_limit` seconds, the worker
+        cannot write its output either, and is not ready.
         """
         app = self.app
         if not self._assigned or app.rebalancing:
+            return False
+        if time.monotonic() - self._ticks_acked_at > self.broker_silence_limit():
             return False
         if any(partition not in self.counting.states for partition in self._counting_partitions):
             return False
         return not any(
             getattr(agent, "_crash_reason", None) is not None for agent in app.agents.values()
         )
+
+    def broker_silence_limit(self) -> float:
+        """Return the seconds without an acknowledged tick after which the worker is not ready.
+
+        That is the session timeout, after which the group would also move a
+        silent worker's partitions, and at least three tick intervals.
+        """
+        settings = self.settings
+        return max(settings.session_timeout_ms / 1000, 3 * settings.tick_interval_ms / 1000)
 
     def _update_gauges(self) -> None:
         self.record_log.flush()

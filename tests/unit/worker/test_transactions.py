@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.types import TP
 
 from stream.settings import Settings
 from stream.worker.app import AdoptionApp
+from stream.worker.output import OutgoingRecord
 from stream.worker.read_committed import (
     CommittedTableManager,
     ReadCommittedTransport,
@@ -229,3 +231,36 @@ def test_ready_waits_for_restored_partitions(tmp_path: Path) -> None:
     assert before is False
     assert half is False
     assert service.is_ready() is True
+
+
+class ScriptedWriter:
+    """Stands in for the worker's record writer: it acknowledges writes, or fails them."""
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.written: list[OutgoingRecord] = []
+
+    async def write(self, records: Any) -> None:
+        if self.fail:
+            raise KafkaConnectionError("broker unreachable")
+        self.written.extend(records)
+
+
+def test_not_ready_while_no_tick_is_acknowledged(tmp_path: Path) -> None:
+    service = AdoptionApp(Settings(data_dir=tmp_path))
+    writer = ScriptedWriter()
+    service.writer = writer  # type: ignore[assignment]
+    service._on_assigned(set())
+    fresh = service.is_ready()
+    # The last acknowledged tick is older than the limit, and the next write fails.
+    service._ticks_acked_at -= service.broker_silence_limit() + 1
+    writer.fail = True
+    asyncio.run(service._send_ticks())
+    failed = service.is_ready()
+    writer.fail = False
+    asyncio.run(service._send_ticks())
+
+    assert fresh is True
+    assert failed is False
+    assert service.is_ready() is True
+    assert len(writer.written) == service.settings.internal_partitions
