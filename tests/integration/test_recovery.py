@@ -133,44 +133,15 @@ def test_kill_inside_backlog_loses_nothing(
     # its recovery has the fetcher running. The restarted worker gets another
     # worker id, so the broker, not a fencing producer, aborts the killed
     # worker's open transactions.
-    partitions = 8
     deployment = new_deployment(
         "backlog",
-        input_partitions=partitions,
+        input_partitions=BACKLOG_PARTITIONS,
         ADOPTION_WINDOWS="1h/1h",
         ADOPTION_IDLE_TIMEOUT_MS="20s",
         ADOPTION_PROCESSING_GUARANTEE=guarantee,
         ADOPTION_TRANSACTION_TIMEOUT_MS="5s",
     )
-
-    # 60,000 records of one hour, every fifth one invalid JSON, so the ingest
-    # batches write dead-letter records from their start to their end.
-    generator = random.Random(60_000)
-    hour_start_ms = epoch_ms("10:00:00")
-    events: list[Outgoing] = []
-    self_service = 0
-    for number in range(60_000):
-        if number % 5 == 4:
-            events.append((number % partitions, f"bad-{number}".encode(), b'{"event_id": "cut'))
-            continue
-        channels = SELF_SERVICE_CHANNELS if number % 3 == 0 else ASSISTED_CHANNELS
-        self_service += number % 3 == 0
-        event_id = f"x-{number:05d}"
-        occurred_at_ms = hour_start_ms + generator.randrange(3_600_000)
-        value = event(event_id, "t5", generator.choice(channels), occurred_at_ms)
-        events.append((number % partitions, event_id.encode(), value))
-    total = 48_000
-
-    worker = launch(deployment)
-    sent = send(deployment.bootstrap_servers, deployment.input_topic, events)
-    invalid = {
-        (record.partition, record.offset)
-        for record in sent
-        if record.key is not None and record.key.startswith(b"bad-")
-    }
-    assert wait_until(
-        lambda: consumed(scrape(worker), deployment) >= 3_000, timeout=120
-    ), worker.log_tail()
+    load, invalid, worker = start_backlog(deployment, 60_000, launch)
     if guarantee == "exactly_once":
         # Kill it at a moment when one of its transactions has records on the broker.
         transactional_topics = [
@@ -186,32 +157,9 @@ def test_kill_inside_backlog_loses_nothing(
         worker.kill()
 
     launch(deployment)
-    end = stamp("11:00:00")
-    records = consume_until(
-        deployment.bootstrap_servers,
-        [deployment.output_topic],
-        has_finals(("t5", "1h", end), ("*", "1h", end)),
-        timeout=180,
-    )
-    assert {counts_of(record) for record in finals_of(records, "t5", "1h", end)} == {
-        (self_service, total)
-    }
-    assert {counts_of(record) for record in finals_of(records, "*", "1h", end)} == {
-        (self_service, total)
-    }
-
-    # Every invalid record is in the committed dead-letter topic.
-    dead_letters = read_all(deployment.bootstrap_servers, deployment.dead_letter_topic)
-    sources = Counter(
-        (int(headers["adoption.source.partition"]), int(headers["adoption.source.offset"]))
-        for headers in map(headers_of, dead_letters)
-    )
-    assert set(sources) == invalid
+    check_backlog_counted(deployment, load, invalid, exactly_once=guarantee == "exactly_once")
     if guarantee == "at_least_once":
         return
-
-    # With transactions each is there once.
-    assert {source: number for source, number in sources.items() if number > 1} == {}
 
     # A restarted worker numbers journal records on from the committed ones,
     # so a key written twice would mean a record of an aborted transaction
@@ -220,9 +168,126 @@ def test_kill_inside_backlog_loses_nothing(
     written = Counter(record.key for record in journal if record.value is not None)
     assert {key: number for key, number in written.items() if number > 1} == {}
 
+
+BACKLOG_PARTITIONS = 8
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Input records of one tenant in one hour, and their true counts."""
+
+    events: list[Outgoing]
+    self_service: int
+    total: int
+
+
+def backlog(records: int, partitions: int) -> Backlog:
+    """Return records of tenant t5 between 10:00 and 11:00, every fifth one invalid JSON.
+
+    The invalid records make every ingest batch write dead letters, from its
+    start to its end.
+    """
+    generator = random.Random(records)
+    hour_start_ms = epoch_ms("10:00:00")
+    events: list[Outgoing] = []
+    self_service = total = 0
+    for number in range(records):
+        if number % 5 == 4:
+            events.append((number % partitions, f"bad-{number}".encode(), b'{"event_id": "cut'))
+            continue
+        channels = SELF_SERVICE_CHANNELS if number % 3 == 0 else ASSISTED_CHANNELS
+        self_service += number % 3 == 0
+        total += 1
+        event_id = f"x-{number:06d}"
+        occurred_at_ms = hour_start_ms + generator.randrange(3_600_000)
+        value = event(event_id, "t5", generator.choice(channels), occurred_at_ms)
+        events.append((number % partitions, event_id.encode(), value))
+    return Backlog(events, self_service, total)
+
+
+def start_backlog(
+    deployment: Deployment, records: int, launch: Callable[..., WorkerProcess]
+) -> tuple[Backlog, set[tuple[int, int]], WorkerProcess]:
+    """Start a worker, send it a backlog, and wait until it has read 3,000 records.
+
+    Returns the backlog, the partitions and offsets of its invalid records,
+    and the worker.
+    """
+    load = backlog(records, BACKLOG_PARTITIONS)
+    worker = launch(deployment)
+    sent = send(deployment.bootstrap_servers, deployment.input_topic, load.events)
+    invalid = {
+        (record.partition, record.offset)
+        for record in sent
+        if record.key is not None and record.key.startswith(b"bad-")
+    }
+    assert wait_until(
+        lambda: consumed(scrape(worker), deployment) >= 3_000, timeout=120
+    ), worker.log_tail()
+    return load, invalid, worker
+
+
+def check_backlog_counted(
+    deployment: Deployment, load: Backlog, invalid: set[tuple[int, int]], *, exactly_once: bool
+) -> None:
+    """Check the backlog's final counts and dead letters: nothing lost, nothing counted twice.
+
+    Exactly once, each final record and each dead letter is also there once.
+    """
+    end = stamp("11:00:00")
+    records = consume_until(
+        deployment.bootstrap_servers,
+        [deployment.output_topic],
+        has_finals(("t5", "1h", end), ("*", "1h", end)),
+        timeout=180,
+    )
+    for tenant in ("t5", "*"):
+        assert {counts_of(record) for record in finals_of(records, tenant, "1h", end)} == {
+            (load.self_service, load.total)
+        }
+
+    # Every invalid record is in the committed dead-letter topic.
+    dead_letters = read_all(deployment.bootstrap_servers, deployment.dead_letter_topic)
+    sources = Counter(
+        (int(headers["adoption.source.partition"]), int(headers["adoption.source.offset"]))
+        for headers in map(headers_of, dead_letters)
+    )
+    assert set(sources) == invalid
+    if not exactly_once:
+        return
+    assert {source: number for source, number in sources.items() if number > 1} == {}
     output = read_all(deployment.bootstrap_servers, deployment.output_topic)
     assert len(finals_of(output, "t5", "1h", end)) == 1
     assert len(finals_of(output, "*", "1h", end)) == 1
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_join_inside_backlog_counts_each_event_once(
+    guarantee: str,
+    new_deployment: Callable[..., Deployment],
+    launch: Callable[..., WorkerProcess],
+) -> None:
+    # A second worker joins while the first reads a backlog in fetches of
+    # thousands of records. The rebalance stops the first worker's flow in
+    # the middle of a fetch, and the rest of that fetch must not be
+    # delivered. The second worker reads the partitions that move from their
+    # committed offsets.
+    deployment = new_deployment(
+        "join",
+        input_partitions=BACKLOG_PARTITIONS,
+        ADOPTION_WINDOWS="1h/1h",
+        ADOPTION_IDLE_TIMEOUT_MS="20s",
+        ADOPTION_PROCESSING_GUARANTEE=guarantee,
+    )
+    load, invalid, first = start_backlog(deployment, 150_000, launch)
+    second = launch(deployment)
+    assert consumed(scrape(first), deployment) < len(load.events), (
+        "the first worker read the whole backlog before the second joined"
+    )
+
+    check_backlog_counted(deployment, load, invalid, exactly_once=guarantee == "exactly_once")
+    # The second worker took input partitions while they still had a backlog.
+    assert consumed(scrape(second), deployment) > 0, second.log_tail()
 
 
 async def partitions_of(bootstrap_servers: str, topic: str) -> set[int]:
