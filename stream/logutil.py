@@ -1,8 +1,10 @@
-"""Logging of repeated per-record events at a bounded rate.
+"""Logging of repeated events at a bounded rate.
 
 A stream of bad or late records would otherwise write one log line per
-record. The log keeps the first few of each kind per interval as examples,
-then writes one line with how many were left out.
+record, and the Kafka client logs each failed connection attempt while the
+broker is down, thousands a second when it retries without a pause. The log
+keeps the first few of each kind per interval as examples, then reports
+how many were left out.
 """
 
 import logging
@@ -69,3 +71,56 @@ class RateLimitedLog:
             kind,
             self._interval,
         )
+
+
+class RepeatFilter(logging.Filter):
+    """Pass at most ``burst`` records of each logger and message per ``interval_seconds``.
+
+    The first record passed after a dropped run reports how many records
+    like it were not logged.
+    """
+
+    def __init__(
+        self,
+        *,
+        burst: int = 10,
+        interval_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._burst = burst
+        self._interval = interval_seconds
+        self._clock = clock
+        self._windows: dict[tuple[str, int, str], _Window] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        window = self._windows.get(key)
+        if window is None or now - window.started >= self._interval:
+            if window is not None and window.suppressed:
+                # The note has no % sign, so the record's own arguments still apply.
+                record.msg = (
+                    f"{record.msg} ({window.suppressed} more records like this "
+                    f"in {self._interval:.0f} s not logged)"
+                )
+            self._windows[key] = _Window(now, logged=1)
+            return True
+        if window.logged < self._burst:
+            window.logged += 1
+            return True
+        window.suppressed += 1
+        return False
+
+
+def limit_repeats(prefix: str, repeat_filter: RepeatFilter) -> None:
+    """Add ``repeat_filter`` to every logger created so far whose name starts with ``prefix``.
+
+    A logger's filters do not apply to its children, so each module's logger
+    gets it. Call this after importing the library.
+    """
+    names = [name for name in logging.Logger.manager.loggerDict if name.startswith(prefix)]
+    for name in [prefix, *names]:
+        logger = logging.getLogger(name)
+        if repeat_filter not in logger.filters:
+            logger.addFilter(repeat_filter)

@@ -11,6 +11,7 @@ The counting state of each partition is kept in memory and journaled to the
 ``journal`` table, one record per batch; see :mod:`stream.windows.journal`.
 """
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -28,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from stream.ingest.channels import load_channel_table
 from stream.ingest.deadletter import dead_letter_headers
 from stream.ingest.events import Interaction, Rejection, SourceRecord, parse_event
-from stream.logutil import RateLimitedLog
+from stream.logutil import RateLimitedLog, RepeatFilter, limit_repeats
 from stream.metrics.registry import WorkerMetrics
 from stream.metrics.windows import TenantLabels, WindowCollector, WindowSample
 from stream.publish.alerts import encode_alert
@@ -46,6 +47,7 @@ from stream.worker.messages import (
     encode,
 )
 from stream.worker.output import OutgoingRecord, RecordWriter
+from stream.worker.client_backoff import pause_failed_metadata_updates
 from stream.worker.consumer import SeekingTransport, use_transport
 from stream.worker.offsets import OffsetReader
 from stream.worker.read_committed import CommittedTableManager, ReadCommittedTransport
@@ -61,6 +63,15 @@ MAX_JOURNAL_DELTA_BYTES = 512 * 1024
 COUNT_BATCH_RECORDS = 64
 # Exit status of a worker stopped by an unexpected error in an agent.
 EXIT_AGENT_FAILED = 70
+# While the broker is down the Kafka client logs every failed connection and
+# metadata request. This filter keeps ten records of each a minute.
+CLIENT_LOG_FILTER = RepeatFilter(burst=10, interval_seconds=60.0)
+
+
+def _retrieve_exception(task: "asyncio.Future[Any]") -> None:
+    """Mark a background write's error as seen; the caller has logged the wait."""
+    if not task.cancelled():
+        task.exception()
 
 
 @contextlib.contextmanager
@@ -112,6 +123,8 @@ class AdoptionApp:
 
     def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
+        limit_repeats("aiokafka", CLIENT_LOG_FILTER)
+        pause_failed_metadata_updates()
         self.channels = load_channel_table(settings.channels_file)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry)
@@ -299,6 +312,8 @@ class AdoptionApp:
             # restrict the response to those series. A poller that wants a
             # few counters then skips the sums of the per-tenant window gauges.
             names = [name for name in request.query.getall("name[]", []) if name]
+            # Readiness changes between runs of the gauge timer, so a scrape reads it now.
+            self.metrics.ready.set(1 if self.is_ready() else 0)
             registry = self.registry.restricted_registry(names) if names else self.registry
             # aiohttp rejects a charset in content_type, and the exposition
             # format's content type carries one, so it goes in as a header.
@@ -583,18 +598,37 @@ class AdoptionApp:
         if self._leaving:
             return
         try:
-            await self._refresh_input_backlog()
+            await asyncio.wait_for(self._refresh_input_backlog(), self.broker_silence_limit())
+        except asyncio.TimeoutError:
+            self.record_log.warning(
+                "end offsets", "failed to read input end offsets: no response within %g s",
+                self.broker_silence_limit(),
+            )
         except Exception as exc:  # noqa: BLE001 - a failed look-up only delays idleness
-            logger.warning("failed to read input end offsets: %r", exc)
+            self.record_log.warning("end offsets", "failed to read input end offsets: %r", exc)
         if not self._ingesting:
             # Between batches every event read so far has been sent, so the
             # watermark may include them; mid-batch the last one sent is kept.
             self._sent_watermark = self.input_watermark()
         tick = self._sent_watermark
+        # The Kafka client retries a write until the broker responds, so the wait
+        # is bounded here and the write goes on in the background.
+        write = asyncio.ensure_future(
+            self._write_tick(Tick(tick.sender, tick.watermark_ms, tick.quiet))
+        )
+        write.add_done_callback(_retrieve_exception)
+        limit = self.broker_silence_limit()
         try:
-            await self._write_tick(Tick(tick.sender, tick.watermark_ms, tick.quiet))
+            await asyncio.wait_for(asyncio.shield(write), limit)
+        except asyncio.TimeoutError:
+            # Meanwhile /readyz turns 503 (see is_ready); the next tick tries again.
+            self.record_log.warning(
+                "tick write",
+                "failed to write watermark ticks: no acknowledgement within %g s",
+                limit,
+            )
+            return
         except KafkaError as exc:
-            # The next tick tries again; meanwhile /readyz turns 503 (see is_ready).
             self.record_log.warning("tick write", "failed to write watermark ticks: %r", exc)
             return
         self._ticks_acked_at = time.monotonic()

@@ -1,10 +1,11 @@
 """Rate-limited warnings: a few examples per kind and interval, then a count."""
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 
-from stream.logutil import RateLimitedLog
+from stream.logutil import RateLimitedLog, RepeatFilter, limit_repeats
 
 
 class FakeClock:
@@ -83,3 +84,46 @@ def test_flush_reports_ended_interval_once(
     assert messages(caplog)[3:] == [
         "1 more late event warnings in 60 s not logged"
     ]
+
+
+# Repeated records of a library's loggers
+
+
+@pytest.fixture
+def client_logger(clock: FakeClock) -> Iterator[logging.Logger]:
+    """A library-like logger tree, ``client.conn`` under ``client``, with a repeat filter."""
+    logger = logging.getLogger("client.conn")
+    repeat_filter = RepeatFilter(burst=2, interval_seconds=60, clock=clock)
+    limit_repeats("client", repeat_filter)
+    yield logger
+    for name in ("client", "client.conn"):
+        logging.getLogger(name).removeFilter(repeat_filter)
+
+
+def test_repeats_beyond_burst_dropped(
+    client_logger: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        for node in range(50):
+            client_logger.error("Unable connect to node with id %s", node)
+        client_logger.error("Unable to update metadata from %s", [1])
+
+    assert messages(caplog) == [
+        "Unable connect to node with id 0",
+        "Unable connect to node with id 1",
+        "Unable to update metadata from [1]",
+    ]
+
+
+def test_next_interval_says_how_many_dropped(
+    client_logger: logging.Logger, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        for node in range(5):
+            client_logger.error("Unable connect to node with id %s", node)
+        clock.now += 60
+        client_logger.error("Unable connect to node with id %s", 9)
+
+    assert messages(caplog)[-1] == (
+        "Unable connect to node with id 9 (3 more records like this in 60 s not logged)"
+    )

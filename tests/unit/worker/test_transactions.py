@@ -234,15 +234,19 @@ def test_ready_waits_for_restored_partitions(tmp_path: Path) -> None:
 
 
 class ScriptedWriter:
-    """Stands in for the worker's record writer: it acknowledges writes, or fails them."""
+    """Stands in for the worker's record writer: it acknowledges writes, fails them, or waits."""
 
     def __init__(self) -> None:
         self.fail = False
+        self.hang = False
         self.written: list[OutgoingRecord] = []
 
     async def write(self, records: Any) -> None:
         if self.fail:
             raise KafkaConnectionError("broker unreachable")
+        if self.hang:
+            # As the Kafka client does while the broker is down: no response at all.
+            await asyncio.Event().wait()
         self.written.extend(records)
 
 
@@ -264,3 +268,25 @@ def test_not_ready_while_no_tick_is_acknowledged(tmp_path: Path) -> None:
     assert failed is False
     assert service.is_ready() is True
     assert len(writer.written) == service.settings.internal_partitions
+
+
+def test_unanswered_tick_write_logged_and_not_ready(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path, session_timeout_ms=300, tick_interval_ms=50)
+    service = AdoptionApp(settings)
+    writer = ScriptedWriter()
+    service.writer = writer  # type: ignore[assignment]
+    service._on_assigned(set())
+    writer.hang = True
+
+    async def tick_then_wait() -> None:
+        # The tick gives up waiting after the silence limit instead of hanging.
+        await asyncio.wait_for(service._send_ticks(), 5 * service.broker_silence_limit())
+        await asyncio.sleep(service.broker_silence_limit())
+
+    asyncio.run(tick_then_wait())
+
+    assert service.is_ready() is False
+    assert "failed to write watermark ticks: no acknowledgement within 0.3 s" in caplog.text
+    assert writer.written == []
