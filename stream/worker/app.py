@@ -37,6 +37,8 @@ from stream.publish.records import encode_record, record_key, window_record
 from stream.settings import Settings
 from stream.timeutil import ms_to_rfc3339, wall_clock_ms
 from stream.worker.all_tenants import AllTenantsState
+from stream.worker.client_backoff import pause_failed_metadata_updates
+from stream.worker.consumer import SeekingTransport, use_transport
 from stream.worker.counting import CountingStage, PartitionOutput
 from stream.worker.messages import (
     Batch,
@@ -46,10 +48,8 @@ from stream.worker.messages import (
     decode_partial,
     encode,
 )
-from stream.worker.output import OutgoingRecord, RecordWriter
-from stream.worker.client_backoff import pause_failed_metadata_updates
-from stream.worker.consumer import SeekingTransport, use_transport
 from stream.worker.offsets import OffsetReader
+from stream.worker.output import OutgoingRecord, RecordWriter
 from stream.worker.read_committed import CommittedTableManager, ReadCommittedTransport
 from stream.worker.transactions import BatchOutput, BatchTransactions, TableChange
 
