@@ -1,13 +1,19 @@
 """A pause between failed metadata requests of the Kafka client.
 
 aiokafka 0.14.0 sends the next metadata request as soon as one fails when
-it holds a record batch for a partition without a known leader.
-A broker that stops leaves its partitions without a leader, and every
-request then fails at once with "connection refused". The producer's sender
-loop and the metadata task then retry without pause: a worker with no input
-made about 7,000 attempts a second and used a whole core until the broker
-came back. :func:`pause_failed_metadata_updates` makes a client wait before
-it asks again after a failed request.
+it has a record batch for a partition without a known leader. A broker
+that stops leaves its partitions without a leader, and every request then
+fails at once with "connection refused". The producer's sender loop and the
+client's metadata task then retry without pause: an idle worker made about
+7,000 attempts a second and used a whole core until the broker came back.
+:func:`pause_failed_metadata_updates` makes a client wait before it asks
+again after a failed request.
+
+The pause works on the client's own pending update (``_md_update_fut``,
+``_md_update_waiter``, private to aiokafka 0.14.0, which pyproject.toml
+pins below 0.15): a request during the pause creates the pending update at
+once, so code that waits for a pending update still waits, and wakes the
+client's metadata task when the pause ends.
 """
 
 import asyncio
@@ -32,28 +38,30 @@ def pause_failed_metadata_updates() -> None:
 
 
 def _force_metadata_update(client: AIOKafkaClient) -> "asyncio.Future[bool]":
-    """Request a metadata update now, or after the pause if the last one failed.
+    """Request a metadata update now, or when the pause after a failed one ends.
 
     Returns a future of whether the update succeeded, as the client's own
     method does.
     """
     failed_at: float | None = getattr(client, "_metadata_failed_at", None)
     wait = 0.0 if failed_at is None else failed_at + METADATA_RETRY_PAUSE_SECONDS - time.monotonic()
-    if wait > 0:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None:
-            return loop.create_task(_update_after(client, wait))
-    future: asyncio.Future[bool] = _original_update(client)
+    if wait > 0 and client._md_update_fut is None:
+        # Pending from now on, so waiters wait for it; the metadata task runs it later.
+        client._md_update_fut = client._loop.create_future()
+        client._metadata_wake = client._loop.call_later(wait, _wake_metadata_task, client)
+    future: asyncio.Future[bool]
+    if client._md_update_fut is not None and not client._md_update_waiter.done():
+        # An update is pending and the metadata task has not been woken for it yet.
+        future = asyncio.shield(client._md_update_fut)
+    else:
+        future = _original_update(client)
     future.add_done_callback(functools.partial(_note_result, client))
     return future
 
 
-async def _update_after(client: AIOKafkaClient, wait: float) -> bool:
-    await asyncio.sleep(wait)
-    return await _force_metadata_update(client)
+def _wake_metadata_task(client: Any) -> None:
+    if not client._md_update_waiter.done():
+        client._md_update_waiter.set_result(None)
 
 
 def _note_result(client: Any, future: "asyncio.Future[bool]") -> None:

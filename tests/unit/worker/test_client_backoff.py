@@ -2,51 +2,61 @@
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 from aiokafka.client import AIOKafkaClient
 
 from stream.worker import client_backoff
 
-
-class ScriptedUpdates:
-    """Stands in for the client's own metadata update: results from a list, with call times."""
-
-    def __init__(self, answers: list[bool]) -> None:
-        self.answers = answers
-        self.called_at: list[float] = []
-
-    def __call__(self, client: object) -> "asyncio.Future[bool]":
-        self.called_at.append(time.monotonic())
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        # The client resolves the future after a request to the broker, never at once.
-        loop.call_soon(future.set_result, self.answers.pop(0))
-        return future
+PAUSE_SECONDS = 0.2
 
 
-@pytest.fixture
-def updates(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedUpdates]:
-    scripted = ScriptedUpdates([False, False, True, True])
-    monkeypatch.setattr(client_backoff, "_original_update", scripted)
-    monkeypatch.setattr(client_backoff, "METADATA_RETRY_PAUSE_SECONDS", 0.2)
-    monkeypatch.setattr(AIOKafkaClient, "force_metadata_update", AIOKafkaClient.force_metadata_update)
+@pytest.fixture(autouse=True)
+def paused_updates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_backoff, "METADATA_RETRY_PAUSE_SECONDS", PAUSE_SECONDS)
+    monkeypatch.setattr(
+        AIOKafkaClient, "force_metadata_update", AIOKafkaClient.force_metadata_update
+    )
     client_backoff.pause_failed_metadata_updates()
-    yield scripted
 
 
-def test_retry_after_failure_waits(updates: ScriptedUpdates) -> None:
-    client = object.__new__(AIOKafkaClient)
+class ScriptedBroker:
+    """Stands in for the broker's metadata responses: results from a list, with request times."""
 
-    async def update_four_times() -> list[bool]:
-        return [await client.force_metadata_update() for _ in range(4)]
+    def __init__(self, results: list[bool]) -> None:
+        self.results = results
+        self.requested_at: list[float] = []
 
-    results = asyncio.run(update_four_times())
+    async def update(self, cluster: object, topics: object) -> bool:
+        self.requested_at.append(time.monotonic())
+        await asyncio.sleep(0)
+        return self.results.pop(0)
 
-    gaps = [later - earlier for earlier, later in zip(updates.called_at, updates.called_at[1:])]
-    assert results == [False, False, True, True]
-    # After each failure the next request waits; after a success it does not.
-    assert gaps[0] >= 0.19
-    assert gaps[1] >= 0.19
-    assert gaps[2] < 0.1
+
+def test_request_after_failure_waits_for_pause() -> None:
+    broker = ScriptedBroker([False, True, True])
+
+    async def scenario() -> tuple[list[bool], bool]:
+        # A client that never connects; its own metadata task runs the scripted requests.
+        client = AIOKafkaClient(bootstrap_servers="127.0.0.1:1")
+        client._metadata_update = broker.update
+        task = asyncio.create_task(client._md_synchronizer())
+        try:
+            failed = await client.force_metadata_update()
+            during_pause = client.force_metadata_update()
+            # Code that waits for a pending update, as the group leader does
+            # before it assigns partitions, must see this one.
+            pending_visible = client._md_update_fut is not None
+            retried = await during_pause
+            after_success = await client.force_metadata_update()
+        finally:
+            task.cancel()
+        return [failed, retried, after_success], pending_visible
+
+    results, pending_visible = asyncio.run(scenario())
+
+    first, second, third = broker.requested_at
+    assert results == [False, True, True]
+    assert pending_visible is True
+    assert second - first >= PAUSE_SECONDS - 0.01
+    assert third - second < PAUSE_SECONDS / 2
