@@ -9,7 +9,7 @@ how many were left out.
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 
@@ -18,6 +18,47 @@ class _Window:
     started: float
     logged: int = 0
     suppressed: int = 0
+
+
+class _Budget:
+    """Records logged and dropped per key, in intervals that start with a key's first record."""
+
+    def __init__(self, burst: int, interval_seconds: float, clock: Callable[[], float]) -> None:
+        self.interval = interval_seconds
+        self._burst = burst
+        self._clock = clock
+        self._windows: dict[Hashable, _Window] = {}
+
+    def admit(self, key: Hashable) -> tuple[bool, int]:
+        """Return whether a record of ``key`` may be logged now, and what its last interval dropped.
+
+        The count is not 0 only for the first record after an interval that
+        dropped some, so each count is returned once.
+        """
+        now = self._clock()
+        window = self._windows.get(key)
+        dropped = 0
+        if window is None or now - window.started >= self.interval:
+            if window is not None:
+                dropped = window.suppressed
+            window = self._windows[key] = _Window(now)
+        if window.logged < self._burst:
+            window.logged += 1
+            return True, dropped
+        window.suppressed += 1
+        return False, dropped
+
+    def take_ended(self) -> list[tuple[Hashable, int]]:
+        """Forget the intervals that have ended, and return their keys with what each dropped."""
+        now = self._clock()
+        ended = [
+            (key, window.suppressed)
+            for key, window in self._windows.items()
+            if now - window.started >= self.interval
+        ]
+        for key, _ in ended:
+            del self._windows[key]
+        return ended
 
 
 class RateLimitedLog:
@@ -32,24 +73,15 @@ class RateLimitedLog:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._logger = logger
-        self._burst = burst
-        self._interval = interval_seconds
-        self._clock = clock
-        self._windows: dict[str, _Window] = {}
+        self._budget = _Budget(burst, interval_seconds, clock)
 
     def warning(self, kind: str, message: str, *args: object) -> None:
         """Log a warning of ``kind`` unless its budget for this interval is spent."""
-        now = self._clock()
-        window = self._windows.get(kind)
-        if window is None or now - window.started >= self._interval:
-            if window is not None and window.suppressed:
-                self._report(kind, window)
-            window = self._windows[kind] = _Window(now)
-        if window.logged < self._burst:
-            window.logged += 1
+        allowed, dropped = self._budget.admit(kind)
+        if dropped:
+            self._report(kind, dropped)
+        if allowed:
             self._logger.warning(message, *args)
-        else:
-            window.suppressed += 1
 
     def flush(self) -> None:
         """Log how many warnings were left out in intervals that have ended.
@@ -57,19 +89,16 @@ class RateLimitedLog:
         Call it now and then, so the count of a burst that stopped is logged
         without waiting for the next warning of its kind.
         """
-        now = self._clock()
-        for kind, window in list(self._windows.items()):
-            if now - window.started >= self._interval:
-                if window.suppressed:
-                    self._report(kind, window)
-                del self._windows[kind]
+        for kind, dropped in self._budget.take_ended():
+            if dropped:
+                self._report(str(kind), dropped)
 
-    def _report(self, kind: str, window: _Window) -> None:
+    def _report(self, kind: str, dropped: int) -> None:
         self._logger.warning(
             "%d more %s warnings in %.0f s not logged",
-            window.suppressed,
+            dropped,
             kind,
-            self._interval,
+            self._budget.interval,
         )
 
 
@@ -88,29 +117,17 @@ class RepeatFilter(logging.Filter):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self._burst = burst
-        self._interval = interval_seconds
-        self._clock = clock
-        self._windows: dict[tuple[str, int, str], _Window] = {}
+        self._budget = _Budget(burst, interval_seconds, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, str(record.msg))
-        now = self._clock()
-        window = self._windows.get(key)
-        if window is None or now - window.started >= self._interval:
-            if window is not None and window.suppressed:
-                # The note has no % sign, so the record's own arguments still apply.
-                record.msg = (
-                    f"{record.msg} ({window.suppressed} more records like this "
-                    f"in {self._interval:.0f} s not logged)"
-                )
-            self._windows[key] = _Window(now, logged=1)
-            return True
-        if window.logged < self._burst:
-            window.logged += 1
-            return True
-        window.suppressed += 1
-        return False
+        allowed, dropped = self._budget.admit((record.name, record.levelno, str(record.msg)))
+        if dropped:
+            # The note has no % sign, so the record's own arguments still apply.
+            record.msg = (
+                f"{record.msg} ({dropped} more records like this "
+                f"in {self._budget.interval:.0f} s not logged)"
+            )
+        return allowed
 
 
 def limit_repeats(prefix: str, repeat_filter: RepeatFilter) -> None:
