@@ -597,15 +597,23 @@ class AdoptionApp:
         """Send this worker's input watermark to every counting partition."""
         if self._leaving:
             return
+        limit = self.broker_silence_limit()
         try:
-            await asyncio.wait_for(self._refresh_input_backlog(), self.broker_silence_limit())
+            await asyncio.wait_for(self._refresh_input_backlog(), limit)
         except asyncio.TimeoutError:
             self.record_log.warning(
-                "end offsets", "failed to read input end offsets: no response within %g s",
-                self.broker_silence_limit(),
+                "end offsets",
+                "failed to read input end offsets from %s: no response within %g s",
+                self.settings.bootstrap_servers,
+                limit,
             )
         except Exception as exc:  # noqa: BLE001 - a failed look-up only delays idleness
-            self.record_log.warning("end offsets", "failed to read input end offsets: %r", exc)
+            self.record_log.warning(
+                "end offsets",
+                "failed to read input end offsets from %s: %r",
+                self.settings.bootstrap_servers,
+                exc,
+            )
         if not self._ingesting:
             # Between batches every event read so far has been sent, so the
             # watermark may include them; mid-batch the last one sent is kept.
@@ -617,19 +625,25 @@ class AdoptionApp:
             self._write_tick(Tick(tick.sender, tick.watermark_ms, tick.quiet))
         )
         write.add_done_callback(_retrieve_exception)
-        limit = self.broker_silence_limit()
         try:
             await asyncio.wait_for(asyncio.shield(write), limit)
         except asyncio.TimeoutError:
-            # Meanwhile /readyz turns 503 (see is_ready); the next tick tries again.
+            # Meanwhile /readyz turns 503 (see is_ready). The next tick tries again.
             self.record_log.warning(
                 "tick write",
-                "failed to write watermark ticks: no acknowledgement within %g s",
+                "failed to write watermark ticks to %s: no acknowledgement within %g s. "
+                "Check that the broker runs and is reachable",
+                self.settings.bootstrap_servers,
                 limit,
             )
             return
         except KafkaError as exc:
-            self.record_log.warning("tick write", "failed to write watermark ticks: %r", exc)
+            self.record_log.warning(
+                "tick write",
+                "failed to write watermark ticks to %s: %r",
+                self.settings.bootstrap_servers,
+                exc,
+            )
             return
         self._ticks_acked_at = time.monotonic()
 

@@ -6,8 +6,8 @@ that stops leaves its partitions without a leader, and every request then
 fails at once with "connection refused". The producer's sender loop and the
 client's metadata task then retry without pause: an idle worker made about
 7,000 attempts a second and used a whole core until the broker came back.
-:func:`pause_failed_metadata_updates` makes a client wait before it asks
-again after a failed request.
+:func:`pause_failed_metadata_updates` makes a client wait before it sends
+another request after a failed one.
 
 The pause works on the client's own pending update (``_md_update_fut``,
 ``_md_update_waiter``, private to aiokafka 0.14.0, which pyproject.toml
@@ -46,7 +46,8 @@ def _force_metadata_update(client: AIOKafkaClient) -> "asyncio.Future[bool]":
     failed_at: float | None = getattr(client, "_metadata_failed_at", None)
     wait = 0.0 if failed_at is None else failed_at + METADATA_RETRY_PAUSE_SECONDS - time.monotonic()
     if wait > 0 and client._md_update_fut is None:
-        # Pending from now on, so waiters wait for it; the metadata task runs it later.
+        # The update is pending from now on, so waiters wait for it. The metadata
+        # task runs it when the pause ends.
         client._md_update_fut = client._loop.create_future()
         client._metadata_wake = client._loop.call_later(wait, _wake_metadata_task, client)
     future: asyncio.Future[bool]

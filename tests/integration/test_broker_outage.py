@@ -34,8 +34,8 @@ RECOVERY_TIMEOUT_SECONDS = 120.0
 MAX_LOG_LINES_DURING_OUTAGE = 300
 
 
-# An idle worker uses a few percent of a core. A client that retries at once
-# after each failed request keeps a whole core busy.
+# A client that retries at once after each failed request keeps a whole core
+# busy, while an idle worker uses far less.
 MAX_CORES_WHILE_BROKER_DOWN = 0.5
 CPU_SAMPLE_SECONDS = 5.0
 
@@ -83,7 +83,7 @@ def test_readyz_follows_the_broker(tmp_path: Path, unique_name: Callable[[str], 
         not_ready_after = time.monotonic() - stopped_at
         # A scrape reads the readiness of the moment, not of the gauge timer's last run.
         assert values_of(scrape(worker), "adoption_worker_ready") == [0.0]
-        # The broker takes a few seconds to stop; the rest is the session timeout.
+        # The broker takes a few seconds to stop, and the rest is the session timeout.
         assert not_ready_after <= SESSION_TIMEOUT_SECONDS + 15
         assert worker.is_running(), worker.log_tail()
         assert worker.http_status("/healthz") == 200

@@ -115,7 +115,7 @@ def test_repeats_beyond_burst_dropped(
     ]
 
 
-def test_next_interval_says_how_many_dropped(
+def test_next_interval_reports_dropped_count(
     client_logger: logging.Logger, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR):

@@ -37,7 +37,7 @@ def test_request_after_failure_waits_for_pause() -> None:
     broker = ScriptedBroker([False, True, True])
 
     async def scenario() -> tuple[list[bool], bool]:
-        # A client that never connects; its own metadata task runs the scripted requests.
+        # A client that never connects. Its own metadata task runs the scripted requests.
         client = AIOKafkaClient(bootstrap_servers="127.0.0.1:1")
         client._metadata_update = broker.update
         task = asyncio.create_task(client._md_synchronizer())
