@@ -9,11 +9,12 @@ client's metadata task then retry without pause: an idle worker made about
 :func:`pause_failed_metadata_updates` makes a client wait before it sends
 another request after a failed one.
 
-The pause works on the client's own pending update (``_md_update_fut``,
-``_md_update_waiter``, private to aiokafka 0.14.0, which pyproject.toml
-pins below 0.15): a request during the pause creates the pending update at
-once, so code that waits for a pending update still waits, and wakes the
-client's metadata task when the pause ends.
+The pause works on the client's own pending update (``_md_update_fut`` and
+``_md_update_waiter``), which are private to aiokafka. NOTE: only 0.14.0
+was read and tested; pyproject.toml allows 0.11 to 0.14. A request during
+the pause creates the
+pending update at once, so code that waits for a pending update still
+waits. The client's metadata task is woken when the pause ends.
 """
 
 import asyncio
