@@ -11,10 +11,10 @@ another request after a failed one.
 
 The pause works on the client's own pending update (``_md_update_fut`` and
 ``_md_update_waiter``), which are private to aiokafka. NOTE: only 0.14.0
-was read and tested; pyproject.toml allows 0.11 to 0.14. A request during
-the pause creates the
-pending update at once, so code that waits for a pending update still
-waits. The client's metadata task is woken when the pause ends.
+was read and tested, while pyproject.toml allows 0.11 to 0.14. A request
+during the pause creates the pending update at once, so code that waits
+for a pending update still waits. The client's metadata task is woken when
+the pause ends.
 """
 
 import asyncio
