@@ -19,11 +19,11 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.types import TP
+from faust.types import TP, Message, TopicT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream.ingest.channels import load_channel_table
@@ -38,8 +38,9 @@ from stream.settings import Settings
 from stream.timeutil import ms_to_rfc3339, wall_clock_ms
 from stream.worker.all_tenants import AllTenantsState
 from stream.worker.client_backoff import pause_failed_metadata_updates
-from stream.worker.consumer import SeekingTransport, use_transport
+from stream.worker.consumer import SeekingConsumer, SeekingTransport, use_transport
 from stream.worker.counting import CountingStage, PartitionOutput
+from stream.worker.input_buffer import InputBuffer
 from stream.worker.messages import (
     Batch,
     Tick,
@@ -118,6 +119,24 @@ def journal_cost(interaction: Interaction) -> int:
     return len(interaction.event_id) + len(interaction.tenant) + len(interaction.channel) + 48
 
 
+class FaustApp(faust.App):
+    """Faust's app, subscribed to the input topics from its start.
+
+    No agent iterates the input topics (see :mod:`stream.worker.input_buffer`),
+    so the app registers them with its conductor itself, where agents
+    register their topics: before the first subscription.
+    """
+
+    input_topic: TopicT | None = None
+
+    async def on_start(self) -> None:
+        """Register the input topics, then start as Faust does."""
+        await super().on_start()
+        if self.input_topic is not None:
+            # Iterating a topic registers it, as an agent's stream does.
+            aiter(self.input_topic)
+
+
 class AdoptionApp:
     """The worker: a Faust app with its agents, and the state they share."""
 
@@ -175,14 +194,14 @@ class AdoptionApp:
 
     # Set-up
 
-    def _create_faust_app(self) -> faust.App:
+    def _create_faust_app(self) -> FaustApp:
         settings = self.settings
         brokers = [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
         exactly_once = settings.processing_guarantee == "exactly_once"
         # Exactly-once mode runs Faust at least once and adds the worker's own
         # transactions (stream.worker.transactions) and committed reads.
         extra: dict[str, Any] = {"TableManager": CommittedTableManager} if exactly_once else {}
-        app = faust.App(
+        app = FaustApp(
             settings.app_id,
             broker=brokers,
             store="memory://",
@@ -208,7 +227,11 @@ class AdoptionApp:
             table_standby_replicas=0,
             **extra,
         )
-        use_transport(app, ReadCommittedTransport if exactly_once else SeekingTransport)
+        # Twice a batch, as Faust's buffer of each stream.
+        self.input_buffer = InputBuffer(settings.input_topics, 2 * settings.batch_max_events)
+        use_transport(
+            app, ReadCommittedTransport if exactly_once else SeekingTransport, self.input_buffer
+        )
         return app
 
     def _declare_topics(self) -> None:
@@ -216,6 +239,7 @@ class AdoptionApp:
         app = self.app
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.input_topic = app.topic(*settings.input_topics, **raw)
+        app.input_topic = self.input_topic
         self.by_tenant_topic = app.topic(
             f"{settings.app_id}-by-tenant",
             partitions=settings.internal_partitions,
@@ -241,27 +265,31 @@ class AdoptionApp:
         settings = self.settings
         within_seconds = settings.batch_within_ms / 1000
 
-        @app.agent(self.input_topic, name="ingest")
-        async def ingest(stream: Any) -> AsyncIterator[None]:
-            async for taken in stream.take_events(settings.batch_max_events, within_seconds):
-                events = self._unprocessed(taken)
-                if not events:
-                    yield None
-                    continue
-                with stop_on_error("ingest"):
-                    async with self.transactions.batch("ingest", events) as output:
-                        watermark = await self._ingest(events, output)
-                    # Ticks may carry the new watermark only once the records it
-                    # follows are on the broker (committed, in exactly-once mode).
-                    self._sent_watermark = watermark
-                    self._ingesting = False
-                yield None
+        @app.task  # type: ignore[untyped-decorator]
+        async def ingest() -> None:
+            consumer = cast(SeekingConsumer, app.consumer)
+            buffer = self.input_buffer
+            while True:
+                taken = await buffer.take(settings.batch_max_events, within_seconds)
+                consumer.track_batch(taken)
+                messages = self._unprocessed(taken)
+                if messages:
+                    with stop_on_error("ingest"):
+                        async with self.transactions.batch("ingest", messages) as output:
+                            watermark = await self._ingest(messages, output)
+                        # Ticks may carry the new watermark only once the records it
+                        # follows are on the broker (committed, in exactly-once mode).
+                        self._sent_watermark = watermark
+                        self._ingesting = False
+                consumer.ack_batch(taken)
 
         @app.agent(self.by_tenant_topic, name="count")
         async def count(stream: Any) -> AsyncIterator[None]:
             async for events in stream.take_events(COUNT_BATCH_RECORDS, within_seconds):
                 with stop_on_error("count"):
-                    async with self.transactions.batch("count", events) as output:
+                    async with self.transactions.batch(
+                        "count", [event.message for event in events]
+                    ) as output:
                         self._count(events, output)
                 yield None
 
@@ -269,7 +297,7 @@ class AdoptionApp:
         async def add_all_tenants(stream: Any) -> AsyncIterator[None]:
             async for event in stream.events():
                 with stop_on_error("all-tenants"):
-                    async with self.transactions.batch("all-tenants", [event]) as output:
+                    async with self.transactions.batch("all-tenants", [event.message]) as output:
                         self._add_all_tenants(event, output)
                 yield None
 
@@ -339,8 +367,8 @@ class AdoptionApp:
 
     # Ingest
 
-    def _unprocessed(self, events: Sequence[Any]) -> list[Any]:
-        """Return the events at input offsets this worker has not processed since assignment.
+    def _unprocessed(self, messages: Sequence[Message]) -> list[Message]:
+        """Return the records at input offsets this worker has not processed since assignment.
 
         After a rebalance Faust seeks the input partitions back to their
         committed offsets (see :mod:`stream.worker.consumer`), so records it
@@ -350,16 +378,15 @@ class AdoptionApp:
         """
         next_offsets = dict(self._input_next_offset)
         unprocessed = []
-        for event in events:
-            message = event.message
+        for message in messages:
             if message.offset < next_offsets.get(message.tp, 0):
                 self.metrics.reread.labels(message.topic).inc()
                 continue
             next_offsets[message.tp] = message.offset + 1
-            unprocessed.append(event)
+            unprocessed.append(message)
         return unprocessed
 
-    async def _ingest(self, events: Sequence[Any], output: BatchOutput) -> Tick:
+    async def _ingest(self, messages: Sequence[Message], output: BatchOutput) -> Tick:
         """Route a batch's events to the counting partitions; return the watermark after them."""
         settings = self.settings
         now_ms = wall_clock_ms()
@@ -379,8 +406,7 @@ class AdoptionApp:
             # before a partition without records is left out of the watermark.
             self._input_active_since = received
 
-        for event in events:
-            message = event.message
+        for message in messages:
             consumed[message.topic] = consumed.get(message.topic, 0) + 1
             tp = message.tp
             self._input_last_record[tp] = received

@@ -13,11 +13,13 @@ hundred were lost this way, in both processing modes.
 
 :class:`SeekingConsumer` stops the flow of records for the length of the
 seek. Because the seek goes back to the committed offsets, records delivered
-before it are delivered again afterwards. The ingest agent skips the offsets
+before it are delivered again afterwards. The ingest task skips the offsets
 it has processed (see ``AdoptionApp._unprocessed``).
 
 The consumer also delivers each fetch's records in one task instead of one
-task per record (see :meth:`SeekingConsumer._drain_messages`).
+task per record (see :meth:`SeekingConsumer._drain_messages`), and hands the
+input topics' records to the ingest task in lists, past Faust's streams (see
+:mod:`stream.worker.input_buffer`).
 """
 
 import asyncio
@@ -28,6 +30,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer, Transport
 from faust.types import TP, Message
 
+from stream.worker.input_buffer import InputBuffer
 # Records delivered between two chances for other tasks to run.
 YIELD_EVERY = 100
 
@@ -37,6 +40,28 @@ class SeekingConsumer(Consumer):
 
     _seeks_running = 0
     _stopped_while_seeking = False
+
+    @property
+    def input_buffer(self) -> InputBuffer | None:
+        """Where the records of the input topics go instead of Faust's streams."""
+        buffer: InputBuffer | None = getattr(self.transport, "input_buffer", None)
+        return buffer
+
+    def track_batch(self, messages: list[Message]) -> None:
+        """Mark records taken from the input buffer as in flight until acknowledged.
+
+        A rebalance waits for them (Faust's ``wait_empty``), as for the
+        events an agent is processing.
+        """
+        track = self._unacked_messages.add
+        for message in messages:
+            track(message)
+
+    def ack_batch(self, messages: list[Message]) -> None:
+        """Acknowledge processed records, so that Faust commits the offsets after them."""
+        ack = self.ack
+        for message in messages:
+            ack(message)
 
     async def perform_seek(self) -> None:
         """Seek every assigned partition to its committed offset, with no fetch running.
@@ -134,13 +159,18 @@ class SeekingConsumer(Consumer):
         It stops before a record when a commit is due or delivery may not go
         on. As in Faust's own loop, a record older than the partition's last
         delivered one is dropped, as after a seek back. A jump forward is
-        recorded as a gap.
+        recorded as a gap. Records of the input topics go to the input
+        buffer, once it has room; the rest go to Faust's streams.
         """
         callback = self.callback
         read_offset = self._read_offset
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         may_deliver = self._may_deliver
+        buffer = self.input_buffer
+        buffered = buffer.topics if buffer is not None else frozenset()
+        if buffer is not None:
+            await buffer.wait_for_room()
         for index in range(position, len(fetched)):
             if commit_every is not None and self._n_acked >= commit_every:
                 return index
@@ -152,7 +182,10 @@ class SeekingConsumer(Consumer):
             if last is None or offset >= last:
                 if last and offset - last > 1 and acks_enabled_for(message.topic):
                     await self._add_gap(tp, last + 1, offset)
-                await callback(message)
+                if message.topic in buffered:
+                    buffer.append(message)  # type: ignore[union-attr]
+                else:
+                    await callback(message)
                 read_offset[tp] = offset
             if (index - position + 1) % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -163,12 +196,23 @@ class SeekingTransport(Transport):
     """Faust's aiokafka transport with :class:`SeekingConsumer`."""
 
     Consumer = SeekingConsumer
+    # Set by the app: the records of these topics skip Faust's streams.
+    input_buffer: InputBuffer | None = None
 
 
-def use_transport(app: faust.App, transport: type[Transport] = SeekingTransport) -> None:
-    """Make ``app`` consume through ``transport``.
+def use_transport(
+    app: faust.App,
+    transport: type[SeekingTransport] = SeekingTransport,
+    input_buffer: InputBuffer | None = None,
+) -> None:
+    """Make ``app`` consume through ``transport``, with the records of ``input_buffer``'s topics going to it.
 
     Call it right after creating the app, before anything creates Faust's
     default transport.
     """
-    app.transport = transport(app.conf.broker_consumer, app)
+    instance = transport(app.conf.broker_consumer, app)
+    if input_buffer is not None:
+        instance.input_buffer = input_buffer
+        # Faust's flow control empties it, with the streams' buffers, when a rebalance starts.
+        app.flow_control.manage_queue(input_buffer)  # type: ignore[arg-type]
+    app.transport = instance

@@ -97,18 +97,10 @@ class Message(Protocol):
     def offset(self) -> int: ...
 
 
-class Event(Protocol):
-    """A consumed Faust event."""
-
-    @property
-    def message(self) -> Message: ...
-
-
-def next_offsets(events: Iterable[Event]) -> dict[TP, int]:
-    """Return the offset after the last of the events in each partition: the offsets to commit."""
+def next_offsets(messages: Iterable[Message]) -> dict[TP, int]:
+    """Return the offset after the last of the records in each partition: the offsets to commit."""
     offsets: dict[TP, int] = {}
-    for event in events:
-        message = event.message
+    for message in messages:
         offsets[message.tp] = max(offsets.get(message.tp, 0), message.offset + 1)
     return offsets
 
@@ -151,14 +143,14 @@ class BatchTransactions:
             await producer.stop()
 
     @contextlib.asynccontextmanager
-    async def batch(self, agent: str, events: Sequence[Event]) -> AsyncIterator[BatchOutput]:
+    async def batch(self, agent: str, messages: Sequence[Message]) -> AsyncIterator[BatchOutput]:
         """Yield the output of one batch to fill, and write it when the block ends.
 
         At least once, the records go out through the worker's producer and,
         once acknowledged, the table changes through Faust; Faust commits the
-        offsets of the batch after the agent acknowledges its events. Exactly
+        offsets of the batch after the agent acknowledges its records. Exactly
         once, records, changelog records and the offsets after the batch's
-        events commit as one transaction. On an error the transaction is
+        records commit as one transaction. On an error the transaction is
         aborted and the error re-raised, so the caller can stop the process
         and a restarted worker reads the batch again from the committed offsets.
         """
@@ -172,7 +164,7 @@ class BatchTransactions:
             return
 
         producer = await self._producer(agent)
-        offsets = next_offsets(events)
+        offsets = next_offsets(messages)
         await producer.begin_transaction()
         try:
             yield output

@@ -10,13 +10,13 @@ from tests.integration.harness import Deployment, WorkerProcess
 
 @pytest.fixture
 def launch() -> Iterator[Callable[..., WorkerProcess]]:
-    """Function ``launch(deployment, **env)`` that starts a worker and stops it after the test."""
+    """Function ``launch(deployment, wait_ready=True, **env)`` that starts a worker and stops it after the test."""
     started: list[WorkerProcess] = []
 
-    def start(deployment: Deployment, **extra_env: str) -> WorkerProcess:
+    def start(deployment: Deployment, *, wait_ready: bool = True, **extra_env: str) -> WorkerProcess:
         worker = WorkerProcess(deployment, **extra_env)
         started.append(worker)
-        return worker.start()
+        return worker.start(wait_ready=wait_ready)
 
     yield start
     for worker in started:

@@ -206,16 +206,24 @@ def backlog(records: int, partitions: int) -> Backlog:
 
 
 def start_backlog(
-    deployment: Deployment, records: int, launch: Callable[..., WorkerProcess]
+    deployment: Deployment,
+    records: int,
+    launch: Callable[..., WorkerProcess],
+    *,
+    send_first: bool = False,
 ) -> tuple[Backlog, set[tuple[int, int]], WorkerProcess]:
     """Start a worker, send it a backlog, and wait until it has read 3,000 records.
 
+    With ``send_first`` the whole backlog is on the broker before the worker
+    starts, so the worker reads it at its full rate from the start.
     Returns the backlog, the partitions and offsets of its invalid records,
     and the worker.
     """
     load = backlog(records, BACKLOG_PARTITIONS)
-    worker = launch(deployment)
+    worker = None if send_first else launch(deployment)
     sent = send(deployment.bootstrap_servers, deployment.input_topic, load.events)
+    if worker is None:
+        worker = launch(deployment)
     invalid = {
         (record.partition, record.offset)
         for record in sent
@@ -280,11 +288,15 @@ def test_join_inside_backlog_counts_each_event_once(
         ADOPTION_IDLE_TIMEOUT_MS="20s",
         ADOPTION_PROCESSING_GUARANTEE=guarantee,
     )
-    load, invalid, first = start_backlog(deployment, 150_000, launch)
-    second = launch(deployment)
-    assert consumed(scrape(first), deployment) < len(load.events), (
+    load, invalid, first = start_backlog(deployment, 600_000, launch, send_first=True)
+    second = launch(deployment, wait_ready=False)
+    # The first worker's /readyz turns 503 when the rebalance revokes its partitions.
+    assert wait_until(lambda: first.http_status("/readyz") != 200, timeout=60), first.log_tail()
+    read_at_join = consumed(scrape(first), deployment)
+    assert read_at_join < len(load.events), (
         "the first worker read the whole backlog before the second joined"
     )
+    second.wait_ready()
 
     check_backlog_counted(deployment, load, invalid, exactly_once=guarantee == "exactly_once")
     # The second worker took input partitions while they still had a backlog.

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 from faust.types import TP
+from faust.types import Message as FaustMessage
 
 from stream.settings import Settings
 from stream.worker.app import AdoptionApp
 from stream.worker.consumer import SeekingConsumer
+from stream.worker.input_buffer import InputBuffer
 
 INPUT = TP("in", 0)
 
@@ -113,38 +115,33 @@ class Message:
         return self.tp.topic
 
 
-@dataclass(frozen=True)
-class Event:
-    message: Message
-
-
-def offsets_of(events: list[Event]) -> list[tuple[int, int]]:
-    return [(event.message.tp.partition, event.message.offset) for event in events]
+def offsets_of(messages: list[Message]) -> list[tuple[int, int]]:
+    return [(message.tp.partition, message.offset) for message in messages]
 
 
 def test_unprocessed_skips_offsets_already_processed(app: AdoptionApp) -> None:
     app._input_next_offset[INPUT] = 10
     other = TP("in", 1)
-    events = [Event(Message(INPUT, offset)) for offset in (8, 9, 10, 11)]
-    events.append(Event(Message(other, 3)))
+    messages = [Message(INPUT, offset) for offset in (8, 9, 10, 11)]
+    messages.append(Message(other, 3))
 
-    assert offsets_of(app._unprocessed(events)) == [(0, 10), (0, 11), (1, 3)]
+    assert offsets_of(app._unprocessed(messages)) == [(0, 10), (0, 11), (1, 3)]
     assert app.metrics.reread.labels("in")._value.get() == 2
 
 
 def test_unprocessed_skips_repeats_within_a_batch(app: AdoptionApp) -> None:
     # After a seek the records delivered before it come again in the same batch.
-    events = [Event(Message(INPUT, offset)) for offset in (5, 6, 7, 5, 6, 7, 8)]
+    messages = [Message(INPUT, offset) for offset in (5, 6, 7, 5, 6, 7, 8)]
 
-    assert offsets_of(app._unprocessed(events)) == [(0, 5), (0, 6), (0, 7), (0, 8)]
+    assert offsets_of(app._unprocessed(messages)) == [(0, 5), (0, 6), (0, 7), (0, 8)]
 
 
 def test_unprocessed_keeps_gaps(app: AdoptionApp) -> None:
     # A read_committed consumer skips transaction markers and aborted records.
     app._input_next_offset[INPUT] = 10
-    events = [Event(Message(INPUT, offset)) for offset in (12, 20)]
+    messages = [Message(INPUT, offset) for offset in (12, 20)]
 
-    assert offsets_of(app._unprocessed(events)) == [(0, 12), (0, 20)]
+    assert offsets_of(app._unprocessed(messages)) == [(0, 12), (0, 20)]
 
 
 # Delivering a fetch
@@ -282,3 +279,80 @@ def test_rebalance_during_commit_drops_rest_of_fetch(app: AdoptionApp) -> None:
 
     # The records fetched before the rebalance may belong to revoked partitions.
     assert delivered == [0, 1]
+
+
+# Records of the input topics, past Faust's streams
+
+BUFFERED = TP("support-interactions", 1)
+
+
+def buffered_fetch(offsets: list[int]) -> list[tuple[TP, Message]]:
+    return [(BUFFERED, Message(BUFFERED, offset)) for offset in offsets]
+
+
+def small_buffer(app: AdoptionApp, max_records: int) -> InputBuffer:
+    buffer = InputBuffer(["support-interactions"], max_records)
+    app.app.transport.input_buffer = buffer  # type: ignore[attr-defined]
+    return buffer
+
+
+def test_input_records_go_to_the_buffer_and_others_to_streams(app: AdoptionApp) -> None:
+    consumer = flowing(app)
+    delivered, callback = recorder()
+    fetch = [*buffered_fetch([5, 6]), (INPUT, Message(INPUT, 9)), *buffered_fetch([7])]
+
+    run_drain(consumer, [fetch], callback)
+
+    assert [message.offset for message in app.input_buffer._records] == [5, 6, 7]
+    assert delivered == [9]
+    assert consumer._read_offset[BUFFERED] == 7
+    assert consumer._read_offset[INPUT] == 9
+
+
+def test_delivery_waits_for_room_in_the_buffer(app: AdoptionApp) -> None:
+    consumer = flowing(app)
+    buffer = small_buffer(app, max_records=2)
+    for offset in (100, 101):
+        buffer.append(Message(INPUT, offset))  # type: ignore[arg-type]
+    held: list[int] = []
+    consumer.loop.call_later(0.05, lambda: held.append(len(buffer)))
+    consumer.loop.call_later(0.1, buffer.clear)
+
+    run_drain(consumer, [buffered_fetch([0, 1, 2])], recorder()[1])
+
+    # Nothing went in while the buffer was full; the whole fetch went in once it had room.
+    assert held == [2]
+    assert [message.offset for message in buffer._records] == [0, 1, 2]
+
+
+def test_flow_stopped_while_waiting_for_room_delivers_nothing(app: AdoptionApp) -> None:
+    consumer = flowing(app)
+    buffer = small_buffer(app, max_records=1)
+    buffer.append(Message(INPUT, 100))  # type: ignore[arg-type]
+    consumer.loop.call_later(0.05, consumer.stop_flow)
+
+    run_drain(consumer, [buffered_fetch([0, 1, 2])], recorder()[1])
+
+    assert [message.offset for message in buffer._records] == [100]
+    assert consumer._read_offset[BUFFERED] is None
+
+
+def faust_message(tp: TP, offset: int) -> FaustMessage:
+    return FaustMessage(tp.topic, tp.partition, offset, 0.0, 0, None, None, b"{}", None, tp=tp)
+
+
+def test_taken_records_are_in_flight_until_acknowledged(app: AdoptionApp) -> None:
+    consumer = flowing(app)
+    app.app.topics.acking_topics.add(BUFFERED.topic)
+    consumer._committed_offset[BUFFERED] = 10
+    messages = [faust_message(BUFFERED, offset) for offset in (10, 11, 12)]
+
+    consumer.track_batch(messages)
+    # A rebalance waits for these before it commits.
+    assert set(consumer._unacked_messages) == set(messages)
+    assert consumer._new_offset(BUFFERED) is None
+
+    consumer.ack_batch(messages)
+
+    assert consumer._new_offset(BUFFERED) == 13
+    assert all(message.acked for message in messages)

@@ -31,29 +31,21 @@ class FakeMessage:
     offset: int
 
 
-@dataclass(frozen=True)
-class FakeEvent:
-    message: FakeMessage
+def messages_at(*positions: tuple[str, int, int]) -> list[FakeMessage]:
+    return [FakeMessage(TP(topic, partition), offset) for topic, partition, offset in positions]
 
 
-def events_at(*positions: tuple[str, int, int]) -> list[FakeEvent]:
-    return [
-        FakeEvent(FakeMessage(TP(topic, partition), offset))
-        for topic, partition, offset in positions
-    ]
+def test_next_offsets_after_last_record_per_partition() -> None:
+    messages = messages_at(("in", 0, 7), ("in", 1, 3), ("in", 0, 8), ("by-tenant", 0, 40))
 
-
-def test_next_offsets_after_last_event_per_partition() -> None:
-    events = events_at(("in", 0, 7), ("in", 1, 3), ("in", 0, 8), ("by-tenant", 0, 40))
-
-    assert next_offsets(events) == {TP("in", 0): 9, TP("in", 1): 4, TP("by-tenant", 0): 41}
+    assert next_offsets(messages) == {TP("in", 0): 9, TP("in", 1): 4, TP("by-tenant", 0): 41}
 
 
 def test_next_offsets_skip_gaps_of_markers() -> None:
     # A read_committed consumer skips transaction markers, so offsets jump.
-    events = events_at(("in", 0, 10), ("in", 0, 12), ("in", 0, 20))
+    messages = messages_at(("in", 0, 10), ("in", 0, 12), ("in", 0, 20))
 
-    assert next_offsets(events) == {TP("in", 0): 21}
+    assert next_offsets(messages) == {TP("in", 0): 21}
 
 
 def test_next_offsets_empty_batch() -> None:
