@@ -23,16 +23,24 @@ input topics' records to the ingest task in lists, past Faust's streams (see
 """
 
 import asyncio
+import contextlib
 from typing import Any
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer, Transport
 from faust.types import TP, Message
+from faust.types import tuples as faust_tuples
+from mode.utils.futures import notify
 
 from stream.worker.input_buffer import InputBuffer
 # Records delivered between two chances for other tasks to run.
 YIELD_EVERY = 100
+# Faust's lock around its acknowledgement books (faust-streaming 0.15.3);
+# earlier versions keep the books without one.
+ACK_LOCK: contextlib.AbstractContextManager[Any] = getattr(
+    faust_tuples, "ack_lock", contextlib.nullcontext()
+)
 
 
 class SeekingConsumer(Consumer):
@@ -48,20 +56,46 @@ class SeekingConsumer(Consumer):
         return buffer
 
     def track_batch(self, messages: list[Message]) -> None:
-        """Mark records taken from the input buffer as in flight until acknowledged.
+        """Mark a batch taken from the input buffer as in flight until acknowledged.
 
-        A rebalance waits for them (Faust's ``wait_empty``), as for the
-        events an agent is processing.
+        A rebalance waits for it (Faust's ``wait_empty``), as for the events
+        an agent is processing. The last record stands for the batch, since
+        :meth:`ack_batch` acknowledges them all at once.
         """
-        track = self._unacked_messages.add
-        for message in messages:
-            track(message)
+        if messages:
+            self._unacked_messages.add(messages[-1])
 
     def ack_batch(self, messages: list[Message]) -> None:
-        """Acknowledge processed records, so that Faust commits the offsets after them."""
-        ack = self.ack
-        for message in messages:
-            ack(message)
+        """Acknowledge processed records, so that Faust commits the offsets after them.
+
+        It keeps the books as Faust's ``Consumer.ack`` does, record by
+        record, but takes Faust's lock once for the batch.
+        """
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        committed_offsets = self._committed_offset
+        acked_indexes = self._acked_index
+        acked_offsets = self._acked
+        added = 0
+        with ACK_LOCK:
+            for message in messages:
+                if message.acked:
+                    continue
+                message.acked = True
+                if not acks_enabled_for(message.topic):
+                    continue
+                tp = message.tp
+                offset = message.offset
+                committed = committed_offsets[tp]
+                if committed is None or offset >= committed:
+                    acked_index = acked_indexes[tp]
+                    if offset not in acked_index:
+                        acked_index.add(offset)
+                        acked_offsets[tp].append(offset)
+                        added += 1
+            self._n_acked += added
+            if messages:
+                self._unacked_messages.discard(messages[-1])
+            notify(self._waiting_for_ack)
 
     async def perform_seek(self) -> None:
         """Seek every assigned partition to its committed offset, with no fetch running.
@@ -109,7 +143,7 @@ class SeekingConsumer(Consumer):
         try:
             while not (should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                fetched = [item async for item in self.getmany(timeout=1.0)]
+                fetched = await self._fetch(timeout=1.0)
                 generation = self.app.consumer_generation_id
                 # getmany may return at once many times in a row without
                 # giving the event loop a turn.
@@ -142,6 +176,36 @@ class SeekingConsumer(Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _fetch(self, timeout: float) -> list[tuple[TP, Message]]:
+        """Return the records of the next fetch as Faust messages, partition after partition.
+
+        Faust's ``getmany`` yields one record at a time and checks before
+        each that the flow runs and no rebalance has happened, since its
+        reader may wait between two records. The fetch loop here takes a
+        whole fetch without waiting and makes those checks before it delivers
+        each record (:meth:`_deliver`), so this makes them once per fetch,
+        and notes each partition's end offset once instead of per record.
+        """
+        records, active_partitions = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return []
+        if not self.flow_active:
+            # As in Faust's getmany: the flow stopped during the fetch, so seek back.
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # noqa: BLE001 - as Faust, the next fetch seeks again
+                self.log.warning("exception performing seek when flow not active %r", exc)
+            return []
+        buffered = self._buffered_partitions
+        to_message = self._to_message
+        track_end_offset = self.app.monitor.track_tp_end_offset
+        fetched: list[tuple[TP, Message]] = []
+        for tp, tp_records in records.items():
+            if active_partitions is None or tp in active_partitions or tp in buffered:
+                track_end_offset(tp, self.highwater(tp))
+                fetched.extend([(tp, to_message(tp, record)) for record in tp_records])
+        return fetched
 
     def _may_deliver(self, generation: int) -> bool:
         """Tell whether records fetched in consumer generation ``generation`` may go on."""
