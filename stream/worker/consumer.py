@@ -11,9 +11,10 @@ stream receives, and Faust marks them as a gap, which it commits as if
 processed. In tests of a restart under load, single records and runs of a
 hundred were lost this way, in both processing modes.
 
-:class:`SeekingConsumer` stops the flow of records for the length of the
-seek. Because the seek goes back to the committed offsets, records delivered
-before it are delivered again afterwards. The ingest task skips the offsets
+:class:`SeekingConsumer` stops the flow of records for the seek, and Faust
+resumes it once it has emptied its streams' buffers. Because the seek goes
+back to the committed offsets, records delivered before it are delivered
+again afterwards. The ingest task skips the offsets
 it has processed (see ``AdoptionApp._unprocessed``).
 
 The consumer also delivers each fetch's records in one task instead of one
@@ -24,6 +25,7 @@ input topics' records to the ingest task in lists, past Faust's streams (see
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import faust
@@ -46,9 +48,6 @@ ACK_LOCK: contextlib.AbstractContextManager[Any] = getattr(
 class SeekingConsumer(Consumer):
     """Faust's aiokafka consumer, pausing the flow of records while it seeks."""
 
-    _seeks_running = 0
-    _stopped_while_seeking = False
-
     @property
     def input_buffer(self) -> InputBuffer | None:
         """Where the records of the input topics go instead of Faust's streams."""
@@ -62,8 +61,15 @@ class SeekingConsumer(Consumer):
         an agent is processing. The last record stands for the batch, since
         :meth:`ack_batch` acknowledges them all at once.
         """
-        if messages:
-            self._unacked_messages.add(messages[-1])
+        if not messages:
+            return
+        self._unacked_messages.add(messages[-1])
+        # Faust's stall check logs an error for a partition with unread records
+        # whose stream has taken no event since start, so note the take for it.
+        now = time.monotonic()
+        inbound = self.app.monitor.stream_inbound_time
+        for tp in {message.tp for message in messages}:
+            inbound[tp] = now
 
     def ack_batch(self, messages: list[Message]) -> None:
         """Acknowledge processed records, so that Faust commits the offsets after them.
@@ -102,29 +108,27 @@ class SeekingConsumer(Consumer):
 
         Stopping the flow makes the fetch loop drop the rest of its current
         fetch, cancel the delivery in progress, and wait. The seek goes back
-        to the committed offsets, so all of it is fetched again. Faust also
-        calls this from the fetch loop when the flow stopped during a fetch,
-        which can happen while another seek runs. The flow is resumed only if
-        it was running before and no rebalance stopped it in the meantime.
+        to the committed offsets, so all of it is fetched again. The flow
+        stays stopped. Faust's table recovery, which calls this, resumes it
+        right after it has emptied the streams' buffers; records delivered
+        before that would be dropped from those buffers, with their offsets
+        marked as read and no seek to fetch them again. The fetch loop calls
+        this too, when it finds the flow stopped.
         """
-        flowing = self.flow_active
-        if flowing:
-            self.stop_flow()
-        if not self._seeks_running:
-            self._stopped_while_seeking = False
-        self._seeks_running += 1
-        try:
-            await super().perform_seek()
-        finally:
-            self._seeks_running -= 1
-            if flowing and not self._stopped_while_seeking:
-                self.resume_flow()
+        self.stop_flow()
+        await super().perform_seek()
 
     def stop_flow(self) -> None:
-        """Block the consumer from delivering records."""
-        if self._seeks_running:
-            self._stopped_while_seeking = True
+        """Block the consumer from delivering records, and empty the input buffer.
+
+        A seek back to the committed offsets follows every stop: the
+        rebalance's, the one in :meth:`perform_seek`, or the fetch loop's
+        when it finds the flow stopped. So the buffered records come again.
+        """
         super().stop_flow()
+        buffer = self.input_buffer
+        if buffer is not None:
+            buffer.clear()
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Fetch records and hand them to the streams until the consumer or fetcher stops.
@@ -224,7 +228,8 @@ class SeekingConsumer(Consumer):
         on. As in Faust's own loop, a record older than the partition's last
         delivered one is dropped, as after a seek back. A jump forward is
         recorded as a gap. Records of the input topics go to the input
-        buffer, once it has room; the rest go to Faust's streams.
+        buffer, waiting while it is full; the rest go to Faust's streams.
+        After each wait it checks again that delivery may go on.
         """
         callback = self.callback
         read_offset = self._read_offset
@@ -233,8 +238,6 @@ class SeekingConsumer(Consumer):
         may_deliver = self._may_deliver
         buffer = self.input_buffer
         buffered = buffer.topics if buffer is not None else frozenset()
-        if buffer is not None:
-            await buffer.wait_for_room()
         for index in range(position, len(fetched)):
             if commit_every is not None and self._n_acked >= commit_every:
                 return index
@@ -246,8 +249,15 @@ class SeekingConsumer(Consumer):
             if last is None or offset >= last:
                 if last and offset - last > 1 and acks_enabled_for(message.topic):
                     await self._add_gap(tp, last + 1, offset)
+                    if not may_deliver(generation):
+                        return index
                 if message.topic in buffered:
-                    buffer.append(message)  # type: ignore[union-attr]
+                    assert buffer is not None
+                    if not buffer.has_room():
+                        await buffer.wait_for_room()
+                        if not may_deliver(generation):
+                            return index
+                    buffer.append(message)
                 else:
                     await callback(message)
                 read_offset[tp] = offset
@@ -275,8 +285,5 @@ def use_transport(
     default transport.
     """
     instance = transport(app.conf.broker_consumer, app)
-    if input_buffer is not None:
-        instance.input_buffer = input_buffer
-        # Faust's flow control empties it, with the streams' buffers, when a rebalance starts.
-        app.flow_control.manage_queue(input_buffer)  # type: ignore[arg-type]
+    instance.input_buffer = input_buffer
     app.transport = instance

@@ -7,11 +7,11 @@ than parsing the events. The consumer instead appends the input topics'
 records to an :class:`InputBuffer` (see ``SeekingConsumer._deliver``), and
 the ingest task takes them as lists and acknowledges each list at once.
 
-The buffer follows Faust's rules for its own stream buffers: the app's flow
-control empties it when a rebalance starts, and records it held come again
-after the seek that follows. The consumer tracks a record as in flight when
-the ingest task takes it, not before, so a rebalance waits for the batch
-being processed and not for records that were dropped from the buffer.
+The consumer empties the buffer whenever it stops the flow of records, as
+when a rebalance starts; the seek back to the committed offsets that
+follows every stop fetches those records again. It tracks records as in
+flight when the ingest task takes them, not before, so a rebalance waits
+for the batch being processed and not for records dropped from the buffer.
 """
 
 import asyncio
@@ -23,8 +23,8 @@ from faust.types import Message
 class InputBuffer:
     """Records of the input topics between the consumer's fetch loop and the ingest task.
 
-    ``max_records`` bounds what the buffer holds before the fetch loop waits
-    for room; the fetch being delivered when it fills may still go in whole.
+    It holds at most ``max_records``: the fetch loop waits for room before
+    it appends to a full buffer.
     """
 
     def __init__(self, topics: Iterable[str], max_records: int) -> None:
@@ -46,12 +46,16 @@ class InputBuffer:
         if not self._filled.is_set():
             self._filled.set()
 
+    def has_room(self) -> bool:
+        """Tell whether the buffer holds fewer than ``max_records`` records."""
+        return len(self._records) < self.max_records
+
     async def wait_for_room(self) -> None:
         """Wait until the buffer holds fewer than ``max_records`` records."""
         await self._room.wait()
 
     def clear(self) -> None:
-        """Drop every buffered record; the app's flow control calls it on rebalance."""
+        """Drop every buffered record; the consumer calls it when it stops the flow."""
         self._records.clear()
         self._filled.clear()
         self._room.set()

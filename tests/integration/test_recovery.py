@@ -290,8 +290,15 @@ def test_join_inside_backlog_counts_each_event_once(
     )
     load, invalid, first = start_backlog(deployment, 600_000, launch, send_first=True)
     second = launch(deployment, wait_ready=False)
-    # The first worker's /readyz turns 503 when the rebalance revokes its partitions.
-    assert wait_until(lambda: first.http_status("/readyz") != 200, timeout=60), first.log_tail()
+    # The Kafka client logs a revocation at each join: the first worker's own,
+    # then the one of the rebalance that the second worker starts.
+    assert wait_until(
+        lambda: first.log_path.read_text(errors="replace").count(
+            "Revoking previously assigned partitions"
+        )
+        >= 2,
+        timeout=60,
+    ), first.log_tail()
     read_at_join = consumed(scrape(first), deployment)
     assert read_at_join < len(load.events), (
         "the first worker read the whole backlog before the second joined"

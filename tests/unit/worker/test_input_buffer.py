@@ -130,12 +130,3 @@ def app(tmp_path: Path) -> AdoptionApp:
 def test_app_buffers_its_input_topics(app: AdoptionApp) -> None:
     assert app.input_buffer.topics == {"support-interactions"}
     assert app.app.consumer.input_buffer is app.input_buffer
-
-
-def test_rebalance_empties_the_buffer(app: AdoptionApp) -> None:
-    # Faust's revocation clears the app's flow control, as it does the streams' buffers.
-    app.input_buffer.append(message(3))
-
-    app.app.flow_control.clear()
-
-    assert len(app.input_buffer) == 0
