@@ -1,4 +1,4 @@
-"""The Faust application: agents, tables, timers and web pages of the worker.
+"""The Faust application: stages, tables, timers and web pages of the worker.
 
 Flow::
 
@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, cast
 
 import faust
@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 256 * 1024
 MAX_JOURNAL_DELTA_BYTES = 512 * 1024
 COUNT_BATCH_RECORDS = 64
-# Exit status of a worker stopped by an unexpected error in an agent.
+# Exit status of a worker stopped by an unexpected error in a stage.
 EXIT_AGENT_FAILED = 70
 # While the broker is down the Kafka client logs every failed connection and
 # metadata request. This filter keeps ten records of each a minute.
@@ -120,25 +120,26 @@ def journal_cost(interaction: Interaction) -> int:
 
 
 class FaustApp(faust.App):
-    """Faust's app, subscribed to the input topics from its start.
+    """Faust's app, subscribed to the worker's buffered topics from its start.
 
-    No agent iterates the input topics (see :mod:`stream.worker.input_buffer`),
-    so the app registers them with its conductor itself, where agents
-    register their topics: before the first subscription.
+    No agent iterates the topics whose records go to the worker's buffers
+    (see :mod:`stream.worker.input_buffer`), so the app registers them with
+    its conductor itself, where agents register their topics: before the
+    first subscription.
     """
 
-    input_topic: TopicT | None = None
+    buffered_topics: tuple[TopicT, ...] = ()
 
     async def on_start(self) -> None:
-        """Register the input topics, then start as Faust does."""
+        """Register the buffered topics, then start as Faust does."""
         await super().on_start()
-        if self.input_topic is not None:
+        for topic in self.buffered_topics:
             # Iterating a topic registers it, as an agent's stream does.
-            aiter(self.input_topic)
+            aiter(topic)
 
 
 class AdoptionApp:
-    """The worker: a Faust app with its agents, and the state they share."""
+    """The worker: a Faust app with its stages, and the state they share."""
 
     def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
@@ -184,6 +185,7 @@ class AdoptionApp:
                 else "read_uncommitted"
             ),
         )
+        self.by_tenant_topic_name = f"{settings.app_id}-by-tenant"
         self.app = self._create_faust_app()
         self._declare_topics()
         self._register_agents()
@@ -227,10 +229,16 @@ class AdoptionApp:
             table_standby_replicas=0,
             **extra,
         )
-        # Twice a batch, as Faust's buffer of each stream.
+        # Each holds two batches of its stage, as Faust's buffer of each stream.
         self.input_buffer = InputBuffer(settings.input_topics, 2 * settings.batch_max_events)
+        self.count_buffer = InputBuffer([self.by_tenant_topic_name], 2 * COUNT_BATCH_RECORDS)
+        self.all_tenants_buffer = InputBuffer(
+            [self.counting.all_tenants_topic], 2 * COUNT_BATCH_RECORDS
+        )
         use_transport(
-            app, ReadCommittedTransport if exactly_once else SeekingTransport, self.input_buffer
+            app,
+            ReadCommittedTransport if exactly_once else SeekingTransport,
+            [self.input_buffer, self.count_buffer, self.all_tenants_buffer],
         )
         return app
 
@@ -239,9 +247,8 @@ class AdoptionApp:
         app = self.app
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.input_topic = app.topic(*settings.input_topics, **raw)
-        app.input_topic = self.input_topic
         self.by_tenant_topic = app.topic(
-            f"{settings.app_id}-by-tenant",
+            self.by_tenant_topic_name,
             partitions=settings.internal_partitions,
             internal=True,
             **raw,
@@ -249,6 +256,7 @@ class AdoptionApp:
         self.all_tenants_topic = app.topic(
             self.counting.all_tenants_topic, partitions=1, internal=True, **raw
         )
+        app.buffered_topics = (self.input_topic, self.by_tenant_topic, self.all_tenants_topic)
         self.journal = app.Table(
             "journal",
             partitions=settings.internal_partitions,
@@ -265,41 +273,33 @@ class AdoptionApp:
         settings = self.settings
         within_seconds = settings.batch_within_ms / 1000
 
+        # Each stage takes its topics' records from its buffer, past Faust's
+        # streams, and acknowledges a batch only once its output is written.
         @app.task  # type: ignore[untyped-decorator]
         async def ingest() -> None:
-            consumer = cast(SeekingConsumer, app.consumer)
-            buffer = self.input_buffer
-            while True:
-                taken = await buffer.take(settings.batch_max_events, within_seconds)
-                consumer.track_batch(taken)
-                messages = self._unprocessed(taken)
-                if messages:
-                    with stop_on_error("ingest"):
-                        async with self.transactions.batch("ingest", messages) as output:
-                            watermark = await self._ingest(messages, output)
-                        # Ticks may carry the new watermark only once the records it
-                        # follows are on the broker (committed, in exactly-once mode).
-                        self._sent_watermark = watermark
-                        self._ingesting = False
-                consumer.ack_batch(taken)
+            await self._run_stage(
+                "ingest",
+                self.input_buffer,
+                settings.batch_max_events,
+                within_seconds,
+                self._ingest_batch,
+            )
 
-        @app.agent(self.by_tenant_topic, name="count")
-        async def count(stream: Any) -> AsyncIterator[None]:
-            async for events in stream.take_events(COUNT_BATCH_RECORDS, within_seconds):
-                with stop_on_error("count"):
-                    async with self.transactions.batch(
-                        "count", [event.message for event in events]
-                    ) as output:
-                        self._count(events, output)
-                yield None
+        @app.task  # type: ignore[untyped-decorator]
+        async def count() -> None:
+            await self._run_stage(
+                "count", self.count_buffer, COUNT_BATCH_RECORDS, within_seconds, self._count_batch
+            )
 
-        @app.agent(self.all_tenants_topic, name="all-tenants")
-        async def add_all_tenants(stream: Any) -> AsyncIterator[None]:
-            async for event in stream.events():
-                with stop_on_error("all-tenants"):
-                    async with self.transactions.batch("all-tenants", [event.message]) as output:
-                        self._add_all_tenants(event, output)
-                yield None
+        @app.task  # type: ignore[untyped-decorator]
+        async def add_all_tenants() -> None:
+            await self._run_stage(
+                "all-tenants",
+                self.all_tenants_buffer,
+                COUNT_BATCH_RECORDS,
+                0.0,
+                self._add_all_tenants_batch,
+            )
 
         @app.task  # type: ignore[untyped-decorator]
         async def start_transactions() -> None:
@@ -364,6 +364,55 @@ class AdoptionApp:
         async def readyz(web: Any, request: Any) -> Any:
             ready = self.is_ready()
             return web.json({"ready": ready}, status=200 if ready else 503)
+
+    # Stages
+
+    async def _run_stage(
+        self,
+        name: str,
+        buffer: InputBuffer,
+        max_records: int,
+        within_seconds: float,
+        process: Callable[[list[Message]], Awaitable[None]],
+    ) -> None:
+        """Take batches from ``buffer`` and process them, acknowledging each once it is done.
+
+        Faust's ``take_events`` acknowledges a batch in a ``finally`` block,
+        also when the worker stops in the middle of writing it, and Faust then
+        commits those offsets. A batch here that is cut short stays
+        unacknowledged, so the next worker reads it again.
+        """
+        consumer = cast(SeekingConsumer, self.app.consumer)
+        with stop_on_error(name):
+            while True:
+                taken = await buffer.take(max_records, within_seconds)
+                consumer.track_batch(taken)
+                await process(taken)
+                consumer.ack_batch(taken)
+
+    async def _ingest_batch(self, taken: list[Message]) -> None:
+        messages = self._unprocessed(taken)
+        if not messages:
+            return
+        with stop_on_error("ingest"):
+            async with self.transactions.batch("ingest", messages) as output:
+                watermark = await self._ingest(messages, output)
+            # Ticks may carry the new watermark only once the records it
+            # follows are on the broker (committed, in exactly-once mode).
+            self._sent_watermark = watermark
+            self._ingesting = False
+
+    async def _count_batch(self, messages: list[Message]) -> None:
+        with stop_on_error("count"):
+            async with self.transactions.batch("count", messages) as output:
+                self._count(messages, output)
+
+    async def _add_all_tenants_batch(self, messages: list[Message]) -> None:
+        # Each partial is one transaction, since each moves the all-tenants figure on.
+        for message in messages:
+            with stop_on_error("all-tenants"):
+                async with self.transactions.batch("all-tenants", [message]) as output:
+                    self._add_all_tenants(message, output)
 
     # Ingest
 
@@ -499,12 +548,11 @@ class AdoptionApp:
 
     # Counting
 
-    def _count(self, events: Sequence[Any], batch: BatchOutput) -> None:
+    def _count(self, records: Sequence[Message], batch: BatchOutput) -> None:
         grouped: dict[int, tuple[list[Interaction], list[Tick]]] = {}
-        for event in events:
-            partition = event.message.partition
-            interactions, ticks = grouped.setdefault(partition, ([], []))
-            message = decode_internal(event.message.value)
+        for record in records:
+            interactions, ticks = grouped.setdefault(record.partition, ([], []))
+            message = decode_internal(record.value or b"")
             if isinstance(message, Batch):
                 interactions.extend(message.events)
                 ticks.append(message.tick)
@@ -700,7 +748,7 @@ class AdoptionApp:
 
     # All tenants
 
-    def _add_all_tenants(self, event: Any, batch: BatchOutput) -> None:
+    def _add_all_tenants(self, message: Message, batch: BatchOutput) -> None:
         if not self._all_tenants_restored:
             for key, value in self.all_tenants_table.data.items():
                 if value is not None:
@@ -708,7 +756,8 @@ class AdoptionApp:
             self._all_tenants_restored = True
             self.owns_all_tenants = True
 
-        partial = decode_partial(event.message.value)
+        # The worker writes every record of its internal topics with a value.
+        partial = decode_partial(message.value or b"")
         published, writes = self.all_tenants.apply(partial)
         computed_at_ms = wall_clock_ms()
         tenant = self.settings.all_tenants

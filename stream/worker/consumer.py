@@ -19,13 +19,14 @@ it has processed (see ``AdoptionApp._unprocessed``).
 
 The consumer also delivers each fetch's records in one task instead of one
 task per record (see :meth:`SeekingConsumer._drain_messages`), and hands the
-input topics' records to the ingest task in lists, past Faust's streams (see
-:mod:`stream.worker.input_buffer`).
+records of the worker's topics to its stages in lists, past Faust's streams
+(see :mod:`stream.worker.input_buffer`).
 """
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -49,10 +50,10 @@ class SeekingConsumer(Consumer):
     """Faust's aiokafka consumer, pausing the flow of records while it seeks."""
 
     @property
-    def input_buffer(self) -> InputBuffer | None:
-        """Where the records of the input topics go instead of Faust's streams."""
-        buffer: InputBuffer | None = getattr(self.transport, "input_buffer", None)
-        return buffer
+    def buffers(self) -> dict[str, InputBuffer]:
+        """Where the records of each buffered topic go instead of Faust's streams, by topic."""
+        buffers: dict[str, InputBuffer] = getattr(self.transport, "buffers", {})
+        return buffers
 
     def track_batch(self, messages: list[Message]) -> None:
         """Mark a batch taken from the input buffer as in flight until acknowledged.
@@ -110,10 +111,10 @@ class SeekingConsumer(Consumer):
         fetch, cancel the delivery in progress, and wait. The seek goes back
         to the committed offsets, so all of it is fetched again. The flow
         stays stopped. Faust's table recovery, which calls this, resumes it
-        right after it has emptied the streams' buffers; records delivered
-        before that would be dropped from those buffers, with their offsets
-        marked as read and no seek to fetch them again. The fetch loop calls
-        this too, when it finds the flow stopped.
+        right after it has emptied the streams' buffers. Records delivered
+        before that would be dropped from those buffers with their offsets
+        marked as read, and no seek would fetch them again. The fetch loop
+        calls this too, when it finds the flow stopped.
         """
         self.stop_flow()
         await super().perform_seek()
@@ -126,8 +127,7 @@ class SeekingConsumer(Consumer):
         when it finds the flow stopped. So the buffered records come again.
         """
         super().stop_flow()
-        buffer = self.input_buffer
-        if buffer is not None:
+        for buffer in set(self.buffers.values()):
             buffer.clear()
 
     async def _drain_messages(self, fetcher: Any) -> None:
@@ -227,17 +227,16 @@ class SeekingConsumer(Consumer):
         It stops before a record when a commit is due or delivery may not go
         on. As in Faust's own loop, a record older than the partition's last
         delivered one is dropped, as after a seek back. A jump forward is
-        recorded as a gap. Records of the input topics go to the input
-        buffer, waiting while it is full; the rest go to Faust's streams.
-        After each wait it checks again that delivery may go on.
+        recorded as a gap. Records of buffered topics go to their buffer,
+        waiting while it is full; the rest go to Faust's streams. After each
+        wait it checks again that delivery may go on.
         """
         callback = self.callback
         read_offset = self._read_offset
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         may_deliver = self._may_deliver
-        buffer = self.input_buffer
-        buffered = buffer.topics if buffer is not None else frozenset()
+        buffer_of = self.buffers.get
         for index in range(position, len(fetched)):
             if commit_every is not None and self._n_acked >= commit_every:
                 return index
@@ -251,8 +250,8 @@ class SeekingConsumer(Consumer):
                     await self._add_gap(tp, last + 1, offset)
                     if not may_deliver(generation):
                         return index
-                if message.topic in buffered:
-                    assert buffer is not None
+                buffer = buffer_of(message.topic)
+                if buffer is not None:
                     if not buffer.has_room():
                         await buffer.wait_for_room()
                         if not may_deliver(generation):
@@ -271,19 +270,19 @@ class SeekingTransport(Transport):
 
     Consumer = SeekingConsumer
     # Set by the app: the records of these topics skip Faust's streams.
-    input_buffer: InputBuffer | None = None
+    buffers: dict[str, InputBuffer] = {}
 
 
 def use_transport(
     app: faust.App,
     transport: type[SeekingTransport] = SeekingTransport,
-    input_buffer: InputBuffer | None = None,
+    buffers: Iterable[InputBuffer] = (),
 ) -> None:
-    """Make ``app`` consume through ``transport``, with the records of ``input_buffer``'s topics going to it.
+    """Make ``app`` consume through ``transport``, with the records of each buffer's topics going to it.
 
     Call it right after creating the app, before anything creates Faust's
     default transport.
     """
     instance = transport(app.conf.broker_consumer, app)
-    instance.input_buffer = input_buffer
+    instance.buffers = {topic: buffer for buffer in buffers for topic in buffer.topics}
     app.transport = instance

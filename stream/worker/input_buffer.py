@@ -1,16 +1,20 @@
-"""Fetched input records waiting for the ingest task, handed over in batches.
+"""Fetched records waiting for the worker's stages, handed over in batches.
 
 Faust turns every fetched record into an event, queues it for its stream,
-and acknowledges it when the agent asks for the next one. For the input
+and acknowledges it when the agent requests the next one. For the input
 topics, which carry every event the worker counts, that path cost more CPU
-than parsing the events. The consumer instead appends the input topics'
-records to an :class:`InputBuffer` (see ``SeekingConsumer._deliver``), and
-the ingest task takes them as lists and acknowledges each list at once.
+than parsing the events. Its batches (``Stream.take_events``) are also
+acknowledged when the worker stops in the middle of one, so Faust commits
+offsets of records whose output was never written. The consumer instead
+appends the records of the input, repartition and all-tenants topics to an
+:class:`InputBuffer` each (see ``SeekingConsumer._deliver``). The ingest,
+count and all-tenants stages take them as lists, and acknowledge a list
+once its output is written.
 
 The consumer empties the buffer whenever it stops the flow of records, as
-when a rebalance starts; the seek back to the committed offsets that
-follows every stop fetches those records again. It tracks records as in
-flight when the ingest task takes them, not before, so a rebalance waits
+when a rebalance starts. The seek back to the committed offsets that
+follows every stop fetches those records again. The consumer tracks a
+batch as in flight when a stage takes it, not before, so a rebalance waits
 for the batch being processed and not for records dropped from the buffer.
 """
 
@@ -21,10 +25,10 @@ from faust.types import Message
 
 
 class InputBuffer:
-    """Records of the input topics between the consumer's fetch loop and the ingest task.
+    """Records of some topics between the consumer's fetch loop and the stage that reads them.
 
-    It holds at most ``max_records``: the fetch loop waits for room before
-    it appends to a full buffer.
+    It contains at most ``max_records``, because the fetch loop waits for
+    room before it appends to a full buffer.
     """
 
     def __init__(self, topics: Iterable[str], max_records: int) -> None:
@@ -47,11 +51,11 @@ class InputBuffer:
             self._filled.set()
 
     def has_room(self) -> bool:
-        """Tell whether the buffer holds fewer than ``max_records`` records."""
+        """Tell whether the buffer contains fewer than ``max_records`` records."""
         return len(self._records) < self.max_records
 
     async def wait_for_room(self) -> None:
-        """Wait until the buffer holds fewer than ``max_records`` records."""
+        """Wait until the buffer contains fewer than ``max_records`` records."""
         await self._room.wait()
 
     def clear(self) -> None:

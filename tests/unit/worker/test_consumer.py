@@ -1,6 +1,7 @@
 """Tests that need no broker: seeks with the flow stopped, re-read records, fetch delivery."""
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,11 +263,11 @@ def buffered_fetch(offsets: list[int]) -> list[tuple[TP, Message]]:
 
 def small_buffer(app: AdoptionApp, max_records: int) -> InputBuffer:
     buffer = InputBuffer(["support-interactions"], max_records)
-    app.app.transport.input_buffer = buffer  # type: ignore[attr-defined]
+    app.app.transport.buffers = {"support-interactions": buffer}  # type: ignore[attr-defined]
     return buffer
 
 
-def test_input_records_go_to_the_buffer_and_others_to_streams(app: AdoptionApp) -> None:
+def test_input_records_bypass_streams(app: AdoptionApp) -> None:
     consumer = flowing(app)
     delivered, callback = recorder()
     fetch = [*buffered_fetch([5, 6]), (INPUT, Message(INPUT, 9)), *buffered_fetch([7])]
@@ -299,7 +300,7 @@ def test_delivery_waits_for_room_in_the_buffer(app: AdoptionApp) -> None:
     assert [message.offset for message in buffer._records] == [2, 3]
 
 
-def test_flow_stopped_while_waiting_for_room_delivers_nothing(app: AdoptionApp) -> None:
+def test_stop_while_full_delivers_nothing(app: AdoptionApp) -> None:
     consumer = flowing(app)
     buffer = small_buffer(app, max_records=1)
     buffer.append(Message(INPUT, 100))  # type: ignore[arg-type]
@@ -312,7 +313,7 @@ def test_flow_stopped_while_waiting_for_room_delivers_nothing(app: AdoptionApp) 
     assert consumer._read_offset[BUFFERED] is None
 
 
-def test_flow_stopped_while_recording_a_gap_delivers_nothing_more(app: AdoptionApp) -> None:
+def test_stop_during_gap_delivers_nothing(app: AdoptionApp) -> None:
     consumer = flowing(app)
     app.app.topics.acking_topics.add(BUFFERED.topic)
 
@@ -326,7 +327,7 @@ def test_flow_stopped_while_recording_a_gap_delivers_nothing_more(app: AdoptionA
     assert consumer._read_offset[BUFFERED] == 5
 
 
-def test_stopping_the_flow_empties_the_buffer_and_resuming_keeps_it(app: AdoptionApp) -> None:
+def test_stop_flow_empties_buffer(app: AdoptionApp) -> None:
     consumer = flowing(app)
     app.input_buffer.append(Message(BUFFERED, 3))  # type: ignore[arg-type]
 
@@ -343,7 +344,7 @@ def faust_message(tp: TP, offset: int) -> FaustMessage:
     return FaustMessage(tp.topic, tp.partition, offset, 0.0, 0, None, None, b"{}", None, tp=tp)
 
 
-def test_taken_records_are_in_flight_until_acknowledged(app: AdoptionApp) -> None:
+def test_taken_batch_in_flight_until_acked(app: AdoptionApp) -> None:
     consumer = flowing(app)
     app.app.topics.acking_topics.add(BUFFERED.topic)
     consumer._committed_offset[BUFFERED] = 10
@@ -363,7 +364,7 @@ def test_taken_records_are_in_flight_until_acknowledged(app: AdoptionApp) -> Non
     assert all(message.acked for message in messages)
 
 
-def test_batch_acknowledged_as_faust_acknowledges_each_record(app: AdoptionApp) -> None:
+def test_batch_ack_matches_faust_ack(app: AdoptionApp) -> None:
     consumer = flowing(app)
     app.app.topics.acking_topics.add(BUFFERED.topic)
     consumer._committed_offset[BUFFERED] = 10
@@ -416,11 +417,67 @@ def test_taken_batch_counts_as_stream_activity(app: AdoptionApp) -> None:
     assert set(app.app.monitor.stream_inbound_time) >= {BUFFERED, other}
 
 
-def test_app_start_registers_the_input_topics_for_acknowledgement(app: AdoptionApp) -> None:
-    async def start() -> None:
-        await app.app.on_start()
-        await app.app.topics._update_indices()
+def test_app_start_registers_input_topics(app: AdoptionApp) -> None:
+    # The conductor subscribes to the topics registered with it, and enables
+    # acknowledgements for them, once agents and tables have started.
+    app.app.consumer.loop.run_until_complete(app.app.on_start())
 
-    app.app.consumer.loop.run_until_complete(start())
+    registered = {name for topic in app.app.topics for name in topic.topics}
+    assert registered >= {
+        "support-interactions",
+        f"{app.settings.app_id}-by-tenant",
+        app.counting.all_tenants_topic,
+    }
 
-    assert app.app.topics.acks_enabled_for("support-interactions")
+
+def run_stage_until_processing(
+    app: AdoptionApp, messages: list[FaustMessage], *, stop_while_processing: bool
+) -> None:
+    """Run one stage over ``messages``; cancel it while processing, as a stopping worker does."""
+    buffer = InputBuffer([BUFFERED.topic], 10)
+    for message in messages:
+        buffer.append(message)
+    processing = asyncio.Event()
+    processed = asyncio.Event()
+
+    async def process(taken: list[FaustMessage]) -> None:
+        processing.set()
+        if stop_while_processing:
+            await asyncio.sleep(10)  # writing the batch's output
+        processed.set()
+
+    async def run() -> None:
+        stage = asyncio.ensure_future(app._run_stage("test", buffer, 10, 0.0, process))
+        await processing.wait()
+        if not stop_while_processing:
+            await processed.wait()
+            await asyncio.sleep(0)
+        stage.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stage
+
+    app.app.consumer.loop.run_until_complete(run())
+
+
+def test_stage_stopped_mid_batch_acknowledges_nothing(app: AdoptionApp) -> None:
+    # Faust's take_events acknowledges a batch cut short by a stop, and Faust
+    # then commits past records whose output was never written.
+    consumer = flowing(app)
+    app.app.topics.acking_topics.add(BUFFERED.topic)
+    messages = [faust_message(BUFFERED, offset) for offset in (0, 1, 2)]
+
+    run_stage_until_processing(app, messages, stop_while_processing=True)
+
+    assert not any(message.acked for message in messages)
+    assert consumer._new_offset(BUFFERED) is None
+
+
+def test_stage_acknowledges_processed_batch(app: AdoptionApp) -> None:
+    consumer = flowing(app)
+    app.app.topics.acking_topics.add(BUFFERED.topic)
+    messages = [faust_message(BUFFERED, offset) for offset in (0, 1, 2)]
+
+    run_stage_until_processing(app, messages, stop_while_processing=False)
+
+    assert all(message.acked for message in messages)
+    assert consumer._new_offset(BUFFERED) == 3

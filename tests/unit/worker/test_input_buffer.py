@@ -21,7 +21,7 @@ def offsets(messages: list[Message]) -> list[int]:
     return [message.offset for message in messages]
 
 
-def test_take_returns_at_most_max_records_in_fetch_order() -> None:
+def test_take_limits_batch_size() -> None:
     async def run() -> tuple[list[int], list[int]]:
         buffer = InputBuffer(["support-interactions"], max_records=100)
         for offset in range(5):
@@ -78,7 +78,7 @@ def test_take_waits_for_the_first_record() -> None:
     assert asyncio.run(run())
 
 
-def test_records_cleared_while_filling_are_not_returned() -> None:
+def test_take_skips_cleared_records() -> None:
     # A rebalance empties the buffer while the ingest task waits for its batch
     # to fill; it then waits for records fetched after the seek.
     async def run() -> list[int]:
@@ -95,7 +95,7 @@ def test_records_cleared_while_filling_are_not_returned() -> None:
     assert asyncio.run(run()) == [1]
 
 
-def test_full_buffer_makes_the_fetch_loop_wait_until_a_take() -> None:
+def test_full_buffer_blocks_fetch_loop() -> None:
     async def run() -> tuple[bool, bool]:
         buffer = InputBuffer(["support-interactions"], max_records=2)
         buffer.append(message(0))
@@ -127,6 +127,9 @@ def app(tmp_path: Path) -> AdoptionApp:
     return AdoptionApp(Settings(data_dir=tmp_path))
 
 
-def test_app_buffers_its_input_topics(app: AdoptionApp) -> None:
-    assert app.input_buffer.topics == {"support-interactions"}
-    assert app.app.consumer.input_buffer is app.input_buffer
+def test_app_buffers_the_worker_topics(app: AdoptionApp) -> None:
+    buffers = app.app.consumer.buffers
+
+    assert buffers["support-interactions"] is app.input_buffer
+    assert buffers[f"{app.settings.app_id}-by-tenant"] is app.count_buffer
+    assert buffers[app.counting.all_tenants_topic] is app.all_tenants_buffer
