@@ -165,6 +165,16 @@ class CountingStage:
                 output.records.append(self._late_record(late))
 
         senders = self._senders.setdefault(partition, {})
+        # A partition that lags behind reads a sender's last watermark and its
+        # quiet ticks after it in one batch. The quiet tick alone would hold
+        # the clock until the idle timeout, so the last watermark of each
+        # sender applies first, as it would have without the lag.
+        last_tick = {tick.sender: tick for tick in ticks}
+        last_watermark = {tick.sender: tick for tick in ticks if not tick.quiet}
+        if any(last_tick[sender] is not tick for sender, tick in last_watermark.items()):
+            for tick in last_watermark.values():
+                senders[tick.sender] = _Sender(tick, now)
+            self._advance_clock(partition, state, now)
         for tick in ticks:
             senders[tick.sender] = _Sender(tick, now)
         self._advance_clock(partition, state, now)

@@ -216,6 +216,24 @@ def test_clock_waits_for_sender_without_watermark() -> None:
     assert stage.clocks()[0] == at("09:09:00")
 
 
+def test_lagging_partition_keeps_watermark_before_quiet() -> None:
+    # A partition that lags reads the sender's last watermark and the quiet
+    # ticks after it in one batch; the windows close at once, not after the
+    # idle timeout.
+    clocks = FakeClocks(at("08:10:00"))
+    stage = make_stage(clocks)
+    settings = stage.settings
+    stage.restore(0, [])
+    stage.process(0, quiet_stream_events(), [tick("a", at("08:03:30"))])
+
+    output = stage.process(
+        0, [], [tick("a", at("08:09:00")), tick("a", None, quiet=True), tick("a", None, quiet=True)]
+    )
+
+    assert stage.clocks()[0] == at("08:09:00")
+    assert finals(output, settings) == [("t1", "5m", "2025-06-02T08:00:00.000Z", 2, 3)]
+
+
 def test_clock_never_moves_back() -> None:
     clocks = FakeClocks(at("12:00:00"))
     stage = make_stage(clocks)
