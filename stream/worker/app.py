@@ -229,7 +229,7 @@ class AdoptionApp:
             table_standby_replicas=0,
             **extra,
         )
-        # Each holds two batches of its stage, as Faust's buffer of each stream.
+        # Each has room for two batches of its stage, as Faust's buffer of each stream.
         self.input_buffer = InputBuffer(settings.input_topics, 2 * settings.batch_max_events)
         self.count_buffer = InputBuffer([self.by_tenant_topic_name], 2 * COUNT_BATCH_RECORDS)
         self.all_tenants_buffer = InputBuffer(

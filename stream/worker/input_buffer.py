@@ -4,7 +4,7 @@ Faust turns every fetched record into an event, queues it for its stream,
 and acknowledges it when the agent requests the next one. For the input
 topics, which carry every event the worker counts, that path cost more CPU
 than parsing the events. Its batches (``Stream.take_events``) are also
-acknowledged when the worker stops in the middle of one, so Faust commits
+acknowledged when the worker stops in the middle of one, so Faust can commit
 offsets of records whose output was never written. The consumer instead
 appends the records of the input, repartition and all-tenants topics to an
 :class:`InputBuffer` each (see ``SeekingConsumer._deliver``). The ingest,
