@@ -385,13 +385,13 @@ class AdoptionApp:
         consumer = cast(SeekingConsumer, self.app.consumer)
         with stop_on_error(name):
             while True:
-                taken = await buffer.take(max_records, within_seconds)
-                consumer.track_batch(taken)
-                await process(taken)
-                consumer.ack_batch(taken)
+                batch = await buffer.take(max_records, within_seconds)
+                consumer.track_batch(batch)
+                await process(batch)
+                consumer.ack_batch(batch)
 
-    async def _ingest_batch(self, taken: list[Message]) -> None:
-        messages = self._unprocessed(taken)
+    async def _ingest_batch(self, batch: list[Message]) -> None:
+        messages = self._unprocessed(batch)
         if not messages:
             return
         with stop_on_error("ingest"):

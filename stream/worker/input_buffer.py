@@ -87,11 +87,11 @@ class InputBuffer:
                 except asyncio.TimeoutError:
                     break
             # A rebalance may have emptied the buffer meanwhile; then wait again.
-            taken = records[:max_records]
+            batch = records[:max_records]
             del records[:max_records]
             if len(records) < self.max_records:
                 self._room.set()
             if not records:
                 self._filled.clear()
-            if taken:
-                return taken
+            if batch:
+                return batch

@@ -46,7 +46,7 @@ def test_app_consumes_through_seeking_consumer(app: AdoptionApp) -> None:
     assert isinstance(app.app.consumer, SeekingConsumer)
 
 
-def test_seek_runs_with_flow_stopped_and_leaves_it_stopped(app: AdoptionApp) -> None:
+def test_seek_leaves_flow_stopped(app: AdoptionApp) -> None:
     # Faust's table recovery resumes the flow after the seek, once it has
     # emptied the streams' buffers. Records delivered before that would be
     # dropped from them with their offsets marked as read.
@@ -218,7 +218,7 @@ def test_flow_stopped_before_delivery_starts_delivers_nothing(app: AdoptionApp) 
 
     class StopAfterFetch(list[tuple[TP, Message]]):
         def __len__(self) -> int:
-            # The fetch loop asks for the length once the fetch has returned.
+            # The fetch loop reads the length once the fetch has returned.
             if consumer.flow_active:
                 consumer.loop.call_soon(consumer.stop_flow)
             return super().__len__()

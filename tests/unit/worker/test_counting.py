@@ -217,8 +217,8 @@ def test_clock_waits_for_sender_without_watermark() -> None:
 
 
 def test_lagging_partition_keeps_watermark_before_quiet() -> None:
-    # A partition that lags reads the sender's last watermark and the quiet
-    # ticks after it in one batch; the windows close at once, not after the
+    # A lagging partition reads the sender's last watermark and the quiet
+    # ticks after it in one batch. The windows close at once, not after the
     # idle timeout.
     clocks = FakeClocks(at("08:10:00"))
     stage = make_stage(clocks)
