@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.types import TP, Message, TopicT
+from faust.types import TP, TopicT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream.ingest.channels import load_channel_table
@@ -40,7 +40,7 @@ from stream.worker.all_tenants import AllTenantsState
 from stream.worker.client_backoff import pause_failed_metadata_updates
 from stream.worker.consumer import SeekingConsumer, SeekingTransport, use_transport
 from stream.worker.counting import CountingStage, PartitionOutput
-from stream.worker.input_buffer import InputBuffer
+from stream.worker.input_buffer import InputBuffer, Record, RecordBatch, Run, next_offsets
 from stream.worker.messages import (
     Batch,
     Tick,
@@ -373,7 +373,7 @@ class AdoptionApp:
         buffer: InputBuffer,
         max_records: int,
         within_seconds: float,
-        process: Callable[[list[Message]], Awaitable[None]],
+        process: Callable[[RecordBatch], Awaitable[None]],
     ) -> None:
         """Take batches from ``buffer`` and process them, acknowledging each once it is done.
 
@@ -390,33 +390,36 @@ class AdoptionApp:
                 await process(batch)
                 consumer.ack_batch(batch)
 
-    async def _ingest_batch(self, batch: list[Message]) -> None:
-        messages = self._unprocessed(batch)
-        if not messages:
+    async def _ingest_batch(self, batch: RecordBatch) -> None:
+        runs = self._unprocessed(batch.runs)
+        if not runs:
             return
         with stop_on_error("ingest"):
-            async with self.transactions.batch("ingest", messages) as output:
-                watermark = await self._ingest(messages, output)
+            async with self.transactions.batch("ingest", next_offsets(runs)) as output:
+                watermark = await self._ingest(runs, output)
             # Ticks may carry the new watermark only once the records it
             # follows are on the broker (committed, in exactly-once mode).
             self._sent_watermark = watermark
             self._ingesting = False
 
-    async def _count_batch(self, messages: list[Message]) -> None:
+    async def _count_batch(self, batch: RecordBatch) -> None:
         with stop_on_error("count"):
-            async with self.transactions.batch("count", messages) as output:
-                self._count(messages, output)
+            async with self.transactions.batch("count", next_offsets(batch.runs)) as output:
+                self._count(batch.runs, output)
 
-    async def _add_all_tenants_batch(self, messages: list[Message]) -> None:
+    async def _add_all_tenants_batch(self, batch: RecordBatch) -> None:
         # Each partial is one transaction, since each moves the all-tenants figure on.
-        for message in messages:
-            with stop_on_error("all-tenants"):
-                async with self.transactions.batch("all-tenants", [message]) as output:
-                    self._add_all_tenants(message, output)
+        for tp, records in batch.runs:
+            for record in records:
+                with stop_on_error("all-tenants"):
+                    async with self.transactions.batch(
+                        "all-tenants", {tp: record.offset + 1}
+                    ) as output:
+                        self._add_all_tenants(record, output)
 
     # Ingest
 
-    def _unprocessed(self, messages: Sequence[Message]) -> list[Message]:
+    def _unprocessed(self, runs: Sequence[Run]) -> list[Run]:
         """Return the records at input offsets this worker has not processed since assignment.
 
         After a rebalance Faust seeks the input partitions back to their
@@ -426,16 +429,20 @@ class AdoptionApp:
         from repeating or going back.
         """
         next_offsets = dict(self._input_next_offset)
-        unprocessed = []
-        for message in messages:
-            if message.offset < next_offsets.get(message.tp, 0):
-                self.metrics.reread.labels(message.topic).inc()
-                continue
-            next_offsets[message.tp] = message.offset + 1
-            unprocessed.append(message)
+        unprocessed: list[Run] = []
+        for tp, records in runs:
+            next_offset = next_offsets.get(tp, 0)
+            if records[0].offset < next_offset:
+                kept = [record for record in records if record.offset >= next_offset]
+                self.metrics.reread.labels(tp.topic).inc(len(records) - len(kept))
+                if not kept:
+                    continue
+                records = kept
+            next_offsets[tp] = records[-1].offset + 1
+            unprocessed.append(Run(tp, records))
         return unprocessed
 
-    async def _ingest(self, messages: Sequence[Message], output: BatchOutput) -> Tick:
+    async def _ingest(self, runs: Sequence[Run], output: BatchOutput) -> Tick:
         """Route a batch's events to the counting partitions; return the watermark after them."""
         settings = self.settings
         now_ms = wall_clock_ms()
@@ -455,34 +462,36 @@ class AdoptionApp:
             # before a partition without records is left out of the watermark.
             self._input_active_since = received
 
-        for message in messages:
-            consumed[message.topic] = consumed.get(message.topic, 0) + 1
-            tp = message.tp
+        for tp, records in runs:
+            topic = tp.topic
+            consumed[topic] = consumed.get(topic, 0) + len(records)
             self._input_last_record[tp] = received
-            self._input_next_offset[tp] = message.offset + 1
-            source = SourceRecord(
-                message.topic, message.partition, message.offset, message.key, message.value
-            )
-            result = parse_event(
-                source,
-                channels=self.channels,
-                count_unknown_channels=settings.unknown_channel == "count",
-                default_tenant=settings.default_tenant,
-                reserved_tenants=reserved_tenants,
-                now_ms=now_ms,
-                max_future_ms=settings.max_future_ms,
-            )
-            if isinstance(result, Rejection):
-                outgoing.append(self._reject(source, result))
-                continue
-            by_partition.setdefault(counting_partition(result.tenant, partitions), []).append(
-                result
-            )
-            # An event from a fast clock must not move the watermark past the
-            # wall clock, or every on-time event after it would be late.
-            watermark_ms = min(result.occurred_at_ms, now_ms)
-            if watermark_ms > newest_by_partition.get(tp, -(2**62)):
-                newest_by_partition[tp] = watermark_ms
+            self._input_next_offset[tp] = records[-1].offset + 1
+            newest_ms = newest_by_partition.get(tp, -(2**62))
+            for record in records:
+                source = SourceRecord(
+                    topic, tp.partition, record.offset, record.key, record.value
+                )
+                result = parse_event(
+                    source,
+                    channels=self.channels,
+                    count_unknown_channels=settings.unknown_channel == "count",
+                    default_tenant=settings.default_tenant,
+                    reserved_tenants=reserved_tenants,
+                    now_ms=now_ms,
+                    max_future_ms=settings.max_future_ms,
+                )
+                if isinstance(result, Rejection):
+                    outgoing.append(self._reject(source, result))
+                    continue
+                by_partition.setdefault(counting_partition(result.tenant, partitions), []).append(
+                    result
+                )
+                # An event from a fast clock must not move the watermark past
+                # the wall clock, or every on-time event after it would be late.
+                newest_ms = max(newest_ms, min(result.occurred_at_ms, now_ms))
+            if newest_ms > -(2**62):
+                newest_by_partition[tp] = newest_ms
 
         # Events of this batch may be older than the watermark computed after it,
         # so they travel with the previous one; the new one follows them.
@@ -548,16 +557,17 @@ class AdoptionApp:
 
     # Counting
 
-    def _count(self, records: Sequence[Message], batch: BatchOutput) -> None:
+    def _count(self, runs: Sequence[Run], batch: BatchOutput) -> None:
         grouped: dict[int, tuple[list[Interaction], list[Tick]]] = {}
-        for record in records:
-            interactions, ticks = grouped.setdefault(record.partition, ([], []))
-            message = decode_internal(record.value or b"")
-            if isinstance(message, Batch):
-                interactions.extend(message.events)
-                ticks.append(message.tick)
-            else:
-                ticks.append(message)
+        for tp, records in runs:
+            interactions, ticks = grouped.setdefault(tp.partition, ([], []))
+            for record in records:
+                message = decode_internal(record.value or b"")
+                if isinstance(message, Batch):
+                    interactions.extend(message.events)
+                    ticks.append(message.tick)
+                else:
+                    ticks.append(message)
 
         outputs: list[tuple[int, PartitionOutput]] = []
         for partition, (interactions, ticks) in grouped.items():
@@ -748,7 +758,7 @@ class AdoptionApp:
 
     # All tenants
 
-    def _add_all_tenants(self, message: Message, batch: BatchOutput) -> None:
+    def _add_all_tenants(self, record: Record, batch: BatchOutput) -> None:
         if not self._all_tenants_restored:
             for key, value in self.all_tenants_table.data.items():
                 if value is not None:
@@ -757,7 +767,7 @@ class AdoptionApp:
             self.owns_all_tenants = True
 
         # The worker writes every record of its internal topics with a value.
-        partial = decode_partial(message.value or b"")
+        partial = decode_partial(record.value or b"")
         published, writes = self.all_tenants.apply(partial)
         computed_at_ms = wall_clock_ms()
         tenant = self.settings.all_tenants

@@ -32,11 +32,12 @@ from typing import Any
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer, Transport
-from faust.types import TP, Message
+from faust.types import TP
 from faust.types import tuples as faust_tuples
 from mode.utils.futures import notify
 
-from stream.worker.input_buffer import InputBuffer
+from stream.worker.input_buffer import InputBuffer, Record, RecordBatch
+
 # Records delivered between two chances for other tasks to run.
 YIELD_EVERY = 100
 # Faust's lock around its acknowledgement books (faust-streaming 0.15.3);
@@ -55,24 +56,21 @@ class SeekingConsumer(Consumer):
         buffers: dict[str, InputBuffer] = getattr(self.transport, "buffers", {})
         return buffers
 
-    def track_batch(self, messages: list[Message]) -> None:
-        """Mark a batch taken from the input buffer as in flight until acknowledged.
+    def track_batch(self, batch: RecordBatch) -> None:
+        """Mark a batch taken from a buffer as in flight until acknowledged.
 
         A rebalance waits for it (Faust's ``wait_empty``), as for the events
-        an agent is processing. The last record stands for the batch, since
-        :meth:`ack_batch` acknowledges them all at once.
+        an agent is processing.
         """
-        if not messages:
-            return
-        self._unacked_messages.add(messages[-1])
+        self._unacked_messages.add(batch)  # type: ignore[arg-type]
         # Faust's stall check logs an error for a partition with unread records
         # whose stream has taken no event since start, so note the take for it.
         now = time.monotonic()
         inbound = self.app.monitor.stream_inbound_time
-        for tp in {message.tp for message in messages}:
-            inbound[tp] = now
+        for run in batch.runs:
+            inbound[run.tp] = now
 
-    def ack_batch(self, messages: list[Message]) -> None:
+    def ack_batch(self, batch: RecordBatch) -> None:
         """Acknowledge processed records, so that Faust commits the offsets after them.
 
         It keeps the books as Faust's ``Consumer.ack`` does, record by
@@ -84,24 +82,23 @@ class SeekingConsumer(Consumer):
         acked_offsets = self._acked
         added = 0
         with ACK_LOCK:
-            for message in messages:
-                if message.acked:
+            if batch.acked:
+                return
+            batch.acked = True
+            for tp, records in batch.runs:
+                if not acks_enabled_for(tp.topic):
                     continue
-                message.acked = True
-                if not acks_enabled_for(message.topic):
-                    continue
-                tp = message.tp
-                offset = message.offset
                 committed = committed_offsets[tp]
-                if committed is None or offset >= committed:
-                    acked_index = acked_indexes[tp]
-                    if offset not in acked_index:
+                acked_index = acked_indexes[tp]
+                acked = acked_offsets[tp]
+                for record in records:
+                    offset = record.offset
+                    if (committed is None or offset >= committed) and offset not in acked_index:
                         acked_index.add(offset)
-                        acked_offsets[tp].append(offset)
+                        acked.append(offset)
                         added += 1
             self._n_acked += added
-            if messages:
-                self._unacked_messages.discard(messages[-1])
+            self._unacked_messages.discard(batch)  # type: ignore[arg-type]
             notify(self._waiting_for_ack)
 
     async def perform_seek(self) -> None:
@@ -152,8 +149,8 @@ class SeekingConsumer(Consumer):
                 # getmany may return at once many times in a row without
                 # giving the event loop a turn.
                 await self.sleep(0)
-                position = 0
-                while position < len(fetched) and self._may_deliver(generation):
+                position = (0, 0)
+                while position[0] < len(fetched) and self._may_deliver(generation):
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
@@ -181,15 +178,17 @@ class SeekingConsumer(Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _fetch(self, timeout: float) -> list[tuple[TP, Message]]:
-        """Return the records of the next fetch as Faust messages, partition after partition.
+    async def _fetch(self, timeout: float) -> list[tuple[TP, list[Any]]]:
+        """Return the records of the next fetch, partition after partition.
 
-        Faust's ``getmany`` yields one record at a time and checks before
-        each that the flow runs and no rebalance has happened, since its
-        reader may wait between two records. The fetch loop here takes a
-        whole fetch without waiting and makes those checks before it delivers
-        each record (:meth:`_deliver`), so this makes them once per fetch,
-        and notes each partition's end offset once instead of per record.
+        Records of buffered topics stay as aiokafka returned them; the rest
+        become Faust messages for Faust's streams. Faust's ``getmany`` yields
+        one record at a time and checks before each that the flow runs and
+        no rebalance has happened, since its reader may wait between two
+        records. The fetch loop here takes a whole fetch without waiting and
+        makes those checks before it delivers each partition's records
+        (:meth:`_deliver`), so this makes them once per fetch, and notes each
+        partition's end offset once instead of per record.
         """
         records, active_partitions = await self._wait_next_records(timeout)
         if records is None or self.should_stop:
@@ -202,13 +201,19 @@ class SeekingConsumer(Consumer):
                 self.log.warning("exception performing seek when flow not active %r", exc)
             return []
         buffered = self._buffered_partitions
+        buffers = self.buffers
         to_message = self._to_message
         track_end_offset = self.app.monitor.track_tp_end_offset
-        fetched: list[tuple[TP, Message]] = []
+        fetched: list[tuple[TP, list[Any]]] = []
         for tp, tp_records in records.items():
+            if not tp_records:
+                continue
             if active_partitions is None or tp in active_partitions or tp in buffered:
                 track_end_offset(tp, self.highwater(tp))
-                fetched.extend([(tp, to_message(tp, record)) for record in tp_records])
+                if tp.topic in buffers:
+                    fetched.append((tp, list(tp_records)))
+                else:
+                    fetched.append((tp, [to_message(tp, record) for record in tp_records]))
         return fetched
 
     def _may_deliver(self, generation: int) -> bool:
@@ -220,16 +225,18 @@ class SeekingConsumer(Consumer):
         )
 
     async def _deliver(
-        self, fetched: list[tuple[TP, Message]], position: int, generation: int
-    ) -> int:
+        self, fetched: list[tuple[TP, list[Any]]], position: tuple[int, int], generation: int
+    ) -> tuple[int, int]:
         """Deliver fetched records from ``position`` on; return where it stopped.
 
-        It stops before a record when a commit is due or delivery may not go
-        on. As in Faust's own loop, a record older than the partition's last
-        delivered one is dropped, as after a seek back. A jump forward is
-        recorded as a gap. Records of buffered topics go to their buffer,
-        waiting while it is full; the rest go to Faust's streams. After each
-        wait it checks again that delivery may go on.
+        A position is the index of a partition's records in the fetch and of
+        a record among them. It stops before a record when a commit is due
+        or delivery may not go on. As in Faust's own loop, a record older
+        than the partition's last delivered one is dropped, as after a seek
+        back. A jump forward is recorded as a gap. The records of a buffered
+        topic go to their buffer together, once it has room; the rest go to
+        Faust's streams one by one. After each wait it checks again that
+        delivery may go on.
         """
         callback = self.callback
         read_offset = self._read_offset
@@ -237,32 +244,78 @@ class SeekingConsumer(Consumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         may_deliver = self._may_deliver
         buffer_of = self.buffers.get
-        for index in range(position, len(fetched)):
-            if commit_every is not None and self._n_acked >= commit_every:
-                return index
-            if not may_deliver(generation):
-                return index
-            tp, message = fetched[index]
-            offset = message.offset
-            last = read_offset[tp]
-            if last is None or offset >= last:
-                if last and offset - last > 1 and acks_enabled_for(message.topic):
-                    await self._add_gap(tp, last + 1, offset)
+        first_run, first_index = position
+        since_yield = 0
+        for run_index in range(first_run, len(fetched)):
+            tp, records = fetched[run_index]
+            start = first_index if run_index == first_run else 0
+            buffer = buffer_of(tp.topic)
+            if buffer is not None:
+                if commit_every is not None and self._n_acked >= commit_every:
+                    return run_index, start
+                if not may_deliver(generation):
+                    return run_index, start
+                last = read_offset[tp]
+                pending = records[start:] if start else records
+                if last is not None and pending[0].offset < last:
+                    pending = [record for record in pending if record.offset >= last]
+                if not pending:
+                    continue
+                if acks_enabled_for(tp.topic):
+                    gaps = offset_gaps(last, pending)
+                    for gap_from, gap_to in gaps:
+                        await self._add_gap(tp, gap_from, gap_to)
+                    if gaps and not may_deliver(generation):
+                        return run_index, start
+                if not buffer.has_room():
+                    await buffer.wait_for_room()
                     if not may_deliver(generation):
-                        return index
-                buffer = buffer_of(message.topic)
-                if buffer is not None:
-                    if not buffer.has_room():
-                        await buffer.wait_for_room()
-                        if not may_deliver(generation):
-                            return index
-                    buffer.append(message)
-                else:
-                    await callback(message)
-                read_offset[tp] = offset
-            if (index - position + 1) % YIELD_EVERY == 0:
+                        return run_index, start
+                buffer.append(tp, pending)
+                read_offset[tp] = pending[-1].offset
+                since_yield += len(pending)
+            else:
+                for index in range(start, len(records)):
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        return run_index, index
+                    if not may_deliver(generation):
+                        return run_index, index
+                    message = records[index]
+                    offset = message.offset
+                    last = read_offset[tp]
+                    if last is None or offset >= last:
+                        if last and offset - last > 1 and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, last + 1, offset)
+                            if not may_deliver(generation):
+                                return run_index, index
+                        await callback(message)
+                        read_offset[tp] = offset
+                    since_yield += 1
+            if since_yield >= YIELD_EVERY:
+                since_yield = 0
                 await asyncio.sleep(0)
-        return len(fetched)
+        return len(fetched), 0
+
+
+def offset_gaps(last: int | None, records: list[Record]) -> list[tuple[int, int]]:
+    """Return the gaps before and between ``records`` as Faust's fetch loop records them.
+
+    ``last`` is the offset last delivered from the partition. Faust records
+    a jump from offset ``a`` to ``b`` as the gap ``(a + 1, b)`` and, as its
+    loop does, none after a last offset of 0 or none.
+    """
+    gaps: list[tuple[int, int]] = []
+    first = records[0].offset
+    if last and first - last > 1:
+        gaps.append((last + 1, first))
+    if records[-1].offset - first != len(records) - 1:
+        previous = first
+        for record in records[1:]:
+            offset = record.offset
+            if previous and offset - previous > 1:
+                gaps.append((previous + 1, offset))
+            previous = offset
+    return gaps
 
 
 class SeekingTransport(Transport):

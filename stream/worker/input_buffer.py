@@ -7,9 +7,11 @@ than parsing the events. Its batches (``Stream.take_events``) are also
 acknowledged when the worker stops in the middle of one, so Faust can commit
 offsets of records whose output was never written. The consumer instead
 appends the records of the input, repartition and all-tenants topics to an
-:class:`InputBuffer` each (see ``SeekingConsumer._deliver``). The ingest,
-count and all-tenants stages take them as lists, and acknowledge a list
-once its output is written.
+:class:`InputBuffer` each (see ``SeekingConsumer._deliver``), as aiokafka
+fetched them: in runs of consecutive records of one partition, without
+turning each into a Faust message. The ingest, count and all-tenants stages
+take them as a :class:`RecordBatch`, and acknowledge it once its output is
+written.
 
 The consumer empties the buffer whenever it stops the flow of records, as
 when a rebalance starts. The seek back to the committed offsets that
@@ -19,65 +21,112 @@ for the batch being processed and not for records dropped from the buffer.
 """
 
 import asyncio
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
-from faust.types import Message
+from aiokafka.structs import ConsumerRecord
+from faust.types import TP
+
+Record = ConsumerRecord[Any, Any]
+
+
+class Run(NamedTuple):
+    """Records of one partition, in offset order, as one fetch returned them."""
+
+    tp: TP
+    records: list[Record]
+
+
+class RecordBatch:
+    """Runs taken from a buffer together, in flight until the stage acknowledges them.
+
+    Faust keeps in-flight messages in a weak set and waits for them to be
+    acknowledged before a rebalance goes on; the batch stands in that set
+    for its records, so it has the two attributes Faust reads there.
+    """
+
+    __slots__ = ("runs", "acked", "refcount", "__weakref__")
+
+    def __init__(self, runs: list[Run]) -> None:
+        self.runs = runs
+        self.acked = False
+        self.refcount = 1
+
+    def __len__(self) -> int:
+        return sum(len(run.records) for run in self.runs)
+
+    def __iter__(self) -> Iterator[Record]:
+        for run in self.runs:
+            yield from run.records
+
+
+def next_offsets(runs: Iterable[Run]) -> dict[TP, int]:
+    """Return the offset after the last record of each partition: the offsets to commit."""
+    offsets: dict[TP, int] = {}
+    for tp, records in runs:
+        offsets[tp] = max(offsets.get(tp, 0), records[-1].offset + 1)
+    return offsets
 
 
 class InputBuffer:
     """Records of some topics between the consumer's fetch loop and the stage that reads them.
 
-    It contains at most ``max_records``, because the fetch loop waits for
-    room before it appends to a full buffer.
+    It holds at most ``max_records`` plus one run, because the fetch loop
+    waits for room before it appends to a full buffer.
     """
 
     def __init__(self, topics: Iterable[str], max_records: int) -> None:
         self.topics = frozenset(topics)
         self.max_records = max_records
-        self._records: list[Message] = []
+        self._runs: deque[Run] = deque()
+        self._size = 0
         self._filled = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
 
     def __len__(self) -> int:
-        return len(self._records)
+        return self._size
 
-    def append(self, message: Message) -> None:
-        """Add a fetched record; the fetch loop calls it in offset order per partition."""
-        self._records.append(message)
-        if len(self._records) >= self.max_records:
+    def append(self, tp: TP, records: list[Record]) -> None:
+        """Add fetched records of one partition; the fetch loop adds them in offset order."""
+        if not records:
+            return
+        self._runs.append(Run(tp, records))
+        self._size += len(records)
+        if self._size >= self.max_records:
             self._room.clear()
         if not self._filled.is_set():
             self._filled.set()
 
     def has_room(self) -> bool:
-        """Tell whether the buffer contains fewer than ``max_records`` records."""
-        return len(self._records) < self.max_records
+        """Tell whether the buffer holds fewer than ``max_records`` records."""
+        return self._size < self.max_records
 
     async def wait_for_room(self) -> None:
-        """Wait until the buffer contains fewer than ``max_records`` records."""
+        """Wait until the buffer holds fewer than ``max_records`` records."""
         await self._room.wait()
 
     def clear(self) -> None:
         """Drop every buffered record; the consumer calls it when it stops the flow."""
-        self._records.clear()
+        self._runs.clear()
+        self._size = 0
         self._filled.clear()
         self._room.set()
 
-    async def take(self, max_records: int, within_seconds: float) -> list[Message]:
+    async def take(self, max_records: int, within_seconds: float) -> RecordBatch:
         """Return up to ``max_records`` records, in the order they were fetched.
 
         It waits for the first record as long as it takes, then up to
         ``within_seconds`` for the batch to fill.
         """
         loop = asyncio.get_running_loop()
-        records = self._records
         while True:
-            while not records:
+            while not self._size:
                 self._filled.clear()
                 await self._filled.wait()
             deadline = loop.time() + within_seconds
-            while len(records) < max_records:
+            while self._size < max_records:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -87,11 +136,28 @@ class InputBuffer:
                 except asyncio.TimeoutError:
                     break
             # A rebalance may have emptied the buffer meanwhile; then wait again.
-            batch = records[:max_records]
-            del records[:max_records]
-            if len(records) < self.max_records:
+            runs = self._take_runs(max_records)
+            if self._size < self.max_records:
                 self._room.set()
-            if not records:
+            if not self._size:
                 self._filled.clear()
-            if batch:
-                return batch
+            if runs:
+                return RecordBatch(runs)
+
+    def _take_runs(self, max_records: int) -> list[Run]:
+        """Remove and return the oldest runs, up to ``max_records`` records, splitting the last."""
+        taken: list[Run] = []
+        wanted = max_records
+        buffered = self._runs
+        while buffered and wanted > 0:
+            run = buffered[0]
+            if len(run.records) <= wanted:
+                buffered.popleft()
+                taken.append(run)
+                wanted -= len(run.records)
+            else:
+                taken.append(Run(run.tp, run.records[:wanted]))
+                buffered[0] = Run(run.tp, run.records[wanted:])
+                wanted = 0
+        self._size -= max_records - wanted
+        return taken

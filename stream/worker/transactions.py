@@ -16,7 +16,7 @@ partition number. That does not fit a worker that repartitions by tenant.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -87,24 +87,6 @@ def changelog_record(change: TableChange) -> OutgoingRecord:
     )
 
 
-class Message(Protocol):
-    """The parts of a consumed Faust message that set the offsets to commit."""
-
-    @property
-    def tp(self) -> TP: ...
-
-    @property
-    def offset(self) -> int: ...
-
-
-def next_offsets(messages: Iterable[Message]) -> dict[TP, int]:
-    """Return the offset after the last of the records in each partition: the offsets to commit."""
-    offsets: dict[TP, int] = {}
-    for message in messages:
-        offsets[message.tp] = max(offsets.get(message.tp, 0), message.offset + 1)
-    return offsets
-
-
 def transactional_id(settings: Settings, agent: str) -> str:
     """Return the transactional id of one agent of this worker.
 
@@ -143,14 +125,14 @@ class BatchTransactions:
             await producer.stop()
 
     @contextlib.asynccontextmanager
-    async def batch(self, agent: str, messages: Sequence[Message]) -> AsyncIterator[BatchOutput]:
+    async def batch(self, agent: str, offsets: Mapping[TP, int]) -> AsyncIterator[BatchOutput]:
         """Yield the output of one batch to fill, and write it when the block ends.
 
         At least once, the records go out through the worker's producer and,
         once acknowledged, the table changes through Faust; Faust commits the
         offsets of the batch after the agent acknowledges its records. Exactly
-        once, records, changelog records and the offsets after the batch's
-        records commit as one transaction. On an error the transaction is
+        once, records, changelog records and ``offsets``, the offsets after the
+        batch's records, commit as one transaction. On an error the transaction is
         aborted and the error re-raised, so the caller can stop the process
         and a restarted worker reads the batch again from the committed offsets.
         """
@@ -164,7 +146,6 @@ class BatchTransactions:
             return
 
         producer = await self._producer(agent)
-        offsets = next_offsets(messages)
         await producer.begin_transaction()
         try:
             yield output

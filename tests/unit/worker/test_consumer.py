@@ -2,7 +2,7 @@
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +13,8 @@ from faust.types import Message as FaustMessage
 
 from stream.settings import Settings
 from stream.worker.app import AdoptionApp
-from stream.worker.consumer import SeekingConsumer
-from stream.worker.input_buffer import InputBuffer
+from stream.worker.consumer import SeekingConsumer, offset_gaps
+from stream.worker.input_buffer import InputBuffer, RecordBatch, Run
 
 INPUT = TP("in", 0)
 
@@ -85,40 +85,42 @@ class Message:
         return self.tp.topic
 
 
-def offsets_of(messages: list[Message]) -> list[tuple[int, int]]:
-    return [(message.tp.partition, message.offset) for message in messages]
+def run_of(tp: TP, offsets: Iterable[int]) -> Run:
+    return Run(tp, [Message(tp, offset) for offset in offsets])  # type: ignore[misc]
+
+
+def offsets_of(runs: list[Run]) -> list[tuple[int, int]]:
+    return [(tp.partition, record.offset) for tp, records in runs for record in records]
 
 
 def test_unprocessed_skips_offsets_already_processed(app: AdoptionApp) -> None:
     app._input_next_offset[INPUT] = 10
-    other = TP("in", 1)
-    messages = [Message(INPUT, offset) for offset in (8, 9, 10, 11)]
-    messages.append(Message(other, 3))
+    runs = [run_of(INPUT, (8, 9, 10, 11)), run_of(TP("in", 1), [3])]
 
-    assert offsets_of(app._unprocessed(messages)) == [(0, 10), (0, 11), (1, 3)]
+    assert offsets_of(app._unprocessed(runs)) == [(0, 10), (0, 11), (1, 3)]
     assert app.metrics.reread.labels("in")._value.get() == 2
 
 
 def test_unprocessed_skips_repeats_within_a_batch(app: AdoptionApp) -> None:
     # After a seek the records delivered before it come again in the same batch.
-    messages = [Message(INPUT, offset) for offset in (5, 6, 7, 5, 6, 7, 8)]
+    runs = [run_of(INPUT, (5, 6, 7)), run_of(INPUT, (5, 6, 7, 8)), run_of(INPUT, [7])]
 
-    assert offsets_of(app._unprocessed(messages)) == [(0, 5), (0, 6), (0, 7), (0, 8)]
+    assert offsets_of(app._unprocessed(runs)) == [(0, 5), (0, 6), (0, 7), (0, 8)]
+    assert app.metrics.reread.labels("in")._value.get() == 4
 
 
 def test_unprocessed_keeps_gaps(app: AdoptionApp) -> None:
     # A read_committed consumer skips transaction markers and aborted records.
     app._input_next_offset[INPUT] = 10
-    messages = [Message(INPUT, offset) for offset in (12, 20)]
 
-    assert offsets_of(app._unprocessed(messages)) == [(0, 12), (0, 20)]
+    assert offsets_of(app._unprocessed([run_of(INPUT, (12, 20))])) == [(0, 12), (0, 20)]
 
 
 # Delivering a fetch
 
 
-def fetch_of(offsets: list[int]) -> list[tuple[TP, Message]]:
-    return [(INPUT, Message(INPUT, offset)) for offset in offsets]
+def fetch_of(offsets: list[int]) -> list[Run]:
+    return [run_of(INPUT, offsets)]
 
 
 def flowing(app: AdoptionApp) -> SeekingConsumer:
@@ -137,9 +139,7 @@ def recorder() -> tuple[list[int], Callable[[Message], Awaitable[None]]]:
     return delivered, callback
 
 
-def run_drain(
-    consumer: SeekingConsumer, fetches: list[list[tuple[TP, Message]]], callback: Any
-) -> None:
+def run_drain(consumer: SeekingConsumer, fetches: list[list[Run]], callback: Any) -> None:
     """Run the fetch loop over ``fetches``, then stop it."""
 
     class Fetcher:
@@ -148,7 +148,7 @@ def run_drain(
 
     fetcher = Fetcher()
 
-    async def fetch(timeout: float) -> list[tuple[TP, Message]]:
+    async def fetch(timeout: float) -> list[Run]:
         if not fetches:
             fetcher._stopped.set()
             return []
@@ -216,7 +216,7 @@ def test_flow_stopped_before_delivery_starts_delivers_nothing(app: AdoptionApp) 
     # when a seek starts there.
     fetch = fetch_of(list(range(150)))
 
-    class StopAfterFetch(list[tuple[TP, Message]]):
+    class StopAfterFetch(list[Run]):
         def __len__(self) -> int:
             # The fetch loop reads the length once the fetch has returned.
             if consumer.flow_active:
@@ -257,8 +257,12 @@ def test_rebalance_during_commit_drops_rest_of_fetch(app: AdoptionApp) -> None:
 BUFFERED = TP("support-interactions", 1)
 
 
-def buffered_fetch(offsets: list[int]) -> list[tuple[TP, Message]]:
-    return [(BUFFERED, Message(BUFFERED, offset)) for offset in offsets]
+def buffered_fetch(offsets: list[int]) -> list[Run]:
+    return [run_of(BUFFERED, offsets)]
+
+
+def buffered_offsets(buffer: InputBuffer) -> list[int]:
+    return [record.offset for run in buffer._runs for record in run.records]
 
 
 def small_buffer(app: AdoptionApp, max_records: int) -> InputBuffer:
@@ -270,11 +274,11 @@ def small_buffer(app: AdoptionApp, max_records: int) -> InputBuffer:
 def test_input_records_bypass_streams(app: AdoptionApp) -> None:
     consumer = flowing(app)
     delivered, callback = recorder()
-    fetch = [*buffered_fetch([5, 6]), (INPUT, Message(INPUT, 9)), *buffered_fetch([7])]
+    fetch = [*buffered_fetch([5, 6]), run_of(INPUT, [9]), *buffered_fetch([7])]
 
     run_drain(consumer, [fetch], callback)
 
-    assert [message.offset for message in app.input_buffer._records] == [5, 6, 7]
+    assert buffered_offsets(app.input_buffer) == [5, 6, 7]
     assert delivered == [9]
     assert consumer._read_offset[BUFFERED] == 7
     assert consumer._read_offset[INPUT] == 9
@@ -287,23 +291,23 @@ def test_delivery_waits_for_room_in_the_buffer(app: AdoptionApp) -> None:
     taken: list[list[int]] = []
 
     async def take() -> None:
-        taken.append([message.offset for message in await buffer.take(2, within_seconds=0)])
+        taken.append([record.offset for record in await buffer.take(2, within_seconds=0)])
 
     consumer.loop.call_later(0.05, lambda: held.append(len(buffer)))
     consumer.loop.call_later(0.1, lambda: consumer.loop.create_task(take()))
 
-    run_drain(consumer, [buffered_fetch([0, 1, 2, 3])], recorder()[1])
+    run_drain(consumer, [[*buffered_fetch([0, 1]), *buffered_fetch([2, 3])]], recorder()[1])
 
     # Delivery stopped at two records until the ingest task took them.
     assert held == [2]
     assert taken == [[0, 1]]
-    assert [message.offset for message in buffer._records] == [2, 3]
+    assert buffered_offsets(buffer) == [2, 3]
 
 
 def test_stop_while_full_delivers_nothing(app: AdoptionApp) -> None:
     consumer = flowing(app)
     buffer = small_buffer(app, max_records=1)
-    buffer.append(Message(INPUT, 100))  # type: ignore[arg-type]
+    buffer.append(*run_of(INPUT, [100]))
     consumer.loop.call_later(0.05, consumer.stop_flow)
 
     run_drain(consumer, [buffered_fetch([0, 1, 2])], recorder()[1])
@@ -321,15 +325,49 @@ def test_stop_during_gap_delivers_nothing(app: AdoptionApp) -> None:
         consumer.stop_flow()  # a rebalance starts while the gap is recorded
 
     consumer._add_gap = add_gap  # type: ignore[method-assign]
+    consumer._read_offset[BUFFERED] = 4
     run_drain(consumer, [buffered_fetch([5, 9])], recorder()[1])
 
     assert len(app.input_buffer) == 0
-    assert consumer._read_offset[BUFFERED] == 5
+    assert consumer._read_offset[BUFFERED] == 4
+
+
+def test_buffered_run_records_gaps_as_faust_does(app: AdoptionApp) -> None:
+    consumer = flowing(app)
+    app.app.topics.acking_topics.add(BUFFERED.topic)
+    consumer._read_offset[BUFFERED] = 4
+    gaps: list[tuple[int, int]] = []
+
+    async def add_gap(tp: TP, start: int, end: int) -> None:
+        gaps.append((start, end))
+
+    consumer._add_gap = add_gap  # type: ignore[method-assign]
+    run_drain(consumer, [buffered_fetch([5, 8, 9, 12]), buffered_fetch([15])], recorder()[1])
+
+    # Faust's loop records the jump from a to b as (a + 1, b), record by record.
+    assert gaps == [(6, 8), (10, 12), (13, 15)]
+    assert buffered_offsets(app.input_buffer) == [5, 8, 9, 12, 15]
+    assert consumer._read_offset[BUFFERED] == 15
+
+
+@pytest.mark.parametrize(
+    ("last", "offsets", "expected"),
+    [
+        (None, [0, 1, 2], []),
+        (4, [5, 6, 7], []),
+        (4, [7, 8], [(5, 7)]),
+        (0, [7, 9], [(8, 9)]),  # Faust checks no jump after a last offset of 0
+        (None, [0, 3], []),  # nor after offset 0 itself
+        (None, [3, 4, 10, 11, 20], [(5, 10), (12, 20)]),
+    ],
+)
+def test_offset_gaps(last: int | None, offsets: list[int], expected: list[tuple[int, int]]) -> None:
+    assert offset_gaps(last, run_of(BUFFERED, offsets).records) == expected  # type: ignore[arg-type]
 
 
 def test_stop_flow_empties_buffer(app: AdoptionApp) -> None:
     consumer = flowing(app)
-    app.input_buffer.append(Message(BUFFERED, 3))  # type: ignore[arg-type]
+    app.input_buffer.append(*run_of(BUFFERED, [3]))
 
     # Faust resumes its flow control after table recovery, when the seek has
     # already resumed the flow and records may be buffered: they must stay.
@@ -344,33 +382,38 @@ def faust_message(tp: TP, offset: int) -> FaustMessage:
     return FaustMessage(tp.topic, tp.partition, offset, 0.0, 0, None, None, b"{}", None, tp=tp)
 
 
+def batch_of(*runs: Run) -> RecordBatch:
+    return RecordBatch(list(runs))
+
+
 def test_taken_batch_in_flight_until_acked(app: AdoptionApp) -> None:
     consumer = flowing(app)
     app.app.topics.acking_topics.add(BUFFERED.topic)
     consumer._committed_offset[BUFFERED] = 10
     # Offset 9 was committed already, as after a seek back.
-    messages = [faust_message(BUFFERED, offset) for offset in (9, 10, 11, 12)]
+    batch = batch_of(run_of(BUFFERED, (9, 10, 11, 12)))
 
-    consumer.track_batch(messages)
+    consumer.track_batch(batch)
     # A rebalance waits (Faust's wait_empty) while anything is in flight.
     assert len(consumer._unacked_messages) == 1
     assert consumer._new_offset(BUFFERED) is None
 
-    consumer.ack_batch(messages)
+    consumer.ack_batch(batch)
+    consumer.ack_batch(batch)  # a second acknowledgement changes nothing
 
     assert len(consumer._unacked_messages) == 0
     assert consumer._new_offset(BUFFERED) == 13
     assert consumer._n_acked == 3
-    assert all(message.acked for message in messages)
+    assert batch.acked
 
 
 def test_batch_ack_matches_faust_ack(app: AdoptionApp) -> None:
     consumer = flowing(app)
     app.app.topics.acking_topics.add(BUFFERED.topic)
     consumer._committed_offset[BUFFERED] = 10
-    offsets = (9, 10, 11, 11, 14)
-    batch = [faust_message(BUFFERED, offset) for offset in offsets]
-    one_by_one = [faust_message(BUFFERED, offset) for offset in offsets]
+    # Offset 11 comes twice, as when a seek back fetches it again.
+    batch = batch_of(run_of(BUFFERED, (9, 10, 11)), run_of(BUFFERED, (11, 14)))
+    one_by_one = [faust_message(BUFFERED, offset) for offset in (9, 10, 11, 11, 14)]
 
     consumer.ack_batch(batch)
     books = (dict(consumer._acked), dict(consumer._acked_index), consumer._n_acked)
@@ -392,14 +435,14 @@ def test_rebalance_waits_for_the_taken_batch(app: AdoptionApp) -> None:
 
     consumer.commit = commit  # type: ignore[method-assign]
     consumer.commit_and_end_transactions = commit  # type: ignore[method-assign]
-    messages = [faust_message(BUFFERED, offset) for offset in (0, 1, 2)]
+    batch = batch_of(run_of(BUFFERED, (0, 1, 2)))
 
     async def run() -> bool:
-        consumer.track_batch(messages)
+        consumer.track_batch(batch)
         waiting = asyncio.ensure_future(consumer.wait_empty())
         await asyncio.sleep(0.2)
         blocked = not waiting.done()
-        consumer.ack_batch(messages)
+        consumer.ack_batch(batch)
         await asyncio.wait_for(waiting, 5)
         return blocked
 
@@ -412,7 +455,7 @@ def test_taken_batch_counts_as_stream_activity(app: AdoptionApp) -> None:
     consumer = flowing(app)
     other = TP(BUFFERED.topic, 2)
 
-    consumer.track_batch([faust_message(BUFFERED, 0), faust_message(other, 7)])
+    consumer.track_batch(batch_of(run_of(BUFFERED, [0]), run_of(other, [7])))
 
     assert set(app.app.monitor.stream_inbound_time) >= {BUFFERED, other}
 
@@ -431,16 +474,17 @@ def test_app_start_registers_input_topics(app: AdoptionApp) -> None:
 
 
 def run_stage_until_processing(
-    app: AdoptionApp, messages: list[FaustMessage], *, stop_while_processing: bool
-) -> None:
-    """Run one stage over ``messages``; cancel it while processing, as a stopping worker does."""
+    app: AdoptionApp, run: Run, *, stop_while_processing: bool
+) -> RecordBatch:
+    """Run one stage over ``run``; cancel it while processing, as a stopping worker does."""
     buffer = InputBuffer([BUFFERED.topic], 10)
-    for message in messages:
-        buffer.append(message)
+    buffer.append(*run)
     processing = asyncio.Event()
     processed = asyncio.Event()
+    batches: list[RecordBatch] = []
 
-    async def process(taken: list[FaustMessage]) -> None:
+    async def process(taken: RecordBatch) -> None:
+        batches.append(taken)
         processing.set()
         if stop_while_processing:
             await asyncio.sleep(10)  # writing the batch's output
@@ -457,6 +501,7 @@ def run_stage_until_processing(
             await stage
 
     app.app.consumer.loop.run_until_complete(run())
+    return batches[0]
 
 
 def test_stage_stopped_mid_batch_acknowledges_nothing(app: AdoptionApp) -> None:
@@ -464,20 +509,18 @@ def test_stage_stopped_mid_batch_acknowledges_nothing(app: AdoptionApp) -> None:
     # then commits past records whose output was never written.
     consumer = flowing(app)
     app.app.topics.acking_topics.add(BUFFERED.topic)
-    messages = [faust_message(BUFFERED, offset) for offset in (0, 1, 2)]
+    batch = run_stage_until_processing(app, run_of(BUFFERED, (0, 1, 2)), stop_while_processing=True)
 
-    run_stage_until_processing(app, messages, stop_while_processing=True)
-
-    assert not any(message.acked for message in messages)
+    assert not batch.acked
     assert consumer._new_offset(BUFFERED) is None
 
 
 def test_stage_acknowledges_processed_batch(app: AdoptionApp) -> None:
     consumer = flowing(app)
     app.app.topics.acking_topics.add(BUFFERED.topic)
-    messages = [faust_message(BUFFERED, offset) for offset in (0, 1, 2)]
+    batch = run_stage_until_processing(
+        app, run_of(BUFFERED, (0, 1, 2)), stop_while_processing=False
+    )
 
-    run_stage_until_processing(app, messages, stop_while_processing=False)
-
-    assert all(message.acked for message in messages)
+    assert batch.acked
     assert consumer._new_offset(BUFFERED) == 3

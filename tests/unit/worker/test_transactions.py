@@ -19,37 +19,7 @@ from stream.worker.read_committed import (
     ReadCommittedTransport,
     last_record_offset,
 )
-from stream.worker.transactions import next_offsets, store_in_table, transactional_id
-
-
-# Offsets to commit
-
-
-@dataclass(frozen=True)
-class FakeMessage:
-    tp: TP
-    offset: int
-
-
-def messages_at(*positions: tuple[str, int, int]) -> list[FakeMessage]:
-    return [FakeMessage(TP(topic, partition), offset) for topic, partition, offset in positions]
-
-
-def test_next_offsets_after_last_record_per_partition() -> None:
-    messages = messages_at(("in", 0, 7), ("in", 1, 3), ("in", 0, 8), ("by-tenant", 0, 40))
-
-    assert next_offsets(messages) == {TP("in", 0): 9, TP("in", 1): 4, TP("by-tenant", 0): 41}
-
-
-def test_next_offsets_skip_gaps_of_markers() -> None:
-    # A read_committed consumer skips transaction markers, so offsets jump.
-    messages = messages_at(("in", 0, 10), ("in", 0, 12), ("in", 0, 20))
-
-    assert next_offsets(messages) == {TP("in", 0): 21}
-
-
-def test_next_offsets_empty_batch() -> None:
-    assert next_offsets([]) == {}
+from stream.worker.transactions import store_in_table, transactional_id
 
 
 # Transactional ids
