@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -89,8 +89,6 @@ class SourceRecord:
     value: bytes | None
 
 
-_decoder = msgspec.json.Decoder()
-
 
 def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejection:
     """Read ``occurred_at`` as epoch milliseconds: RFC 3339 with an offset, or an integer."""
@@ -159,30 +157,114 @@ MAX_DETAIL_CHARS = 500
 
 def _id_problem(field: str, text: str) -> Rejection | None:
     """Return why ``text`` cannot be an id: blank, or holding a control character."""
-    if not text.strip():
+    if not text or text.isspace():
         return Rejection(Reason.INVALID_ID, f"{field} is blank")
-    control = _CONTROL_CHARACTER.search(text)
-    if control is not None:
+    # Most ids are printable, and only the others can contain a control character.
+    if not text.isprintable():
+        control = _CONTROL_CHARACTER.search(text)
+        if control is not None:
+            return Rejection(
+                Reason.INVALID_ID,
+                f"{field} contains the control character U+{ord(control.group()):04X}: "
+                "ids must be printable",
+            )
+    return None
+
+
+def _event_id_problem(event_id: str) -> Rejection | None:
+    if len(event_id) > MAX_ID_LENGTH:
         return Rejection(
-            Reason.INVALID_ID,
-            f"{field} contains the control character U+{ord(control.group()):04X}: "
-            "ids must be printable",
+            Reason.TOO_LONG,
+            f"event_id is {len(event_id)} characters long, more than the {MAX_ID_LENGTH} allowed",
+        )
+    return _id_problem("event_id", event_id)
+
+
+def _tenant_problem(tenant: str, reserved_tenants: frozenset[str]) -> Rejection | None:
+    if len(tenant) > MAX_ID_LENGTH:
+        return Rejection(
+            Reason.TOO_LONG,
+            f"tenant is {len(tenant)} characters long, more than the {MAX_ID_LENGTH} allowed",
+        )
+    if (problem := _id_problem("tenant", tenant)) is not None:
+        return problem
+    if tenant in reserved_tenants:
+        return Rejection(
+            Reason.RESERVED_TENANT,
+            f"tenant {tenant!r} is reserved for the all-tenants figure: rename the tenant",
         )
     return None
 
 
+class Source(Protocol):
+    """A record's topic, partition, offset and exact bytes: a :class:`SourceRecord` or a consumer record."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+class _Fields(msgspec.Struct):
+    """The fields of an event, each of a JSON type the contract allows.
+
+    Decoding into it checks the types in one step. A record that does not
+    fit is read again field by field, which finds the first problem and
+    names it in the rejection.
+    """
+
+    event_id: str | int
+    occurred_at: str | int
+    channel: str
+    tenant: str | None = None
+    resolved: bool | None = None
+    segment: str | None = None
+    customer_id: str | int | None = None
+
+
+_fields_decoder = msgspec.json.Decoder(_Fields)
+_decoder = msgspec.json.Decoder()
+
+
 def parse_event(
-    source: SourceRecord,
-    **options: Any,
+    source: Source,
+    *,
+    channels: ChannelTable,
+    count_unknown_channels: bool,
+    default_tenant: str,
+    reserved_tenants: frozenset[str] = frozenset(),
+    now_ms: int,
+    max_future_ms: int,
 ) -> Interaction | Rejection:
     """Decode, validate and classify one record; never raise for bad input.
 
-    Takes the keyword arguments of :func:`_parse_event`. Any unexpected error
+    ``default_tenant`` stands in for a missing or empty tenant; the
+    ``reserved_tenants`` are rejected. Unknown channels are rejected, or
+    counted as unclassified with ``count_unknown_channels``. Times more than
+    ``max_future_ms`` ahead of ``now_ms`` are rejected. Any unexpected error
     while reading the record becomes an ``invalid_json`` rejection, and the
     detail is cut to a bounded length so the dead-letter record stays small.
     """
     try:
-        result = _parse_event(source, **options)
+        result = _parse_event(
+            source,
+            channels,
+            count_unknown_channels,
+            default_tenant,
+            reserved_tenants,
+            now_ms,
+            max_future_ms,
+        )
     except (RecursionError, UnicodeError, ValueError, TypeError, OverflowError) as exc:
         result = Rejection(Reason.INVALID_JSON, f"value cannot be read: {exc!r}")
     if isinstance(result, Rejection) and len(result.detail) > MAX_DETAIL_CHARS:
@@ -191,12 +273,11 @@ def parse_event(
 
 
 def _parse_event(
-    source: SourceRecord,
-    *,
+    source: Source,
     channels: ChannelTable,
     count_unknown_channels: bool,
     default_tenant: str,
-    reserved_tenants: frozenset[str] = frozenset(),
+    reserved_tenants: frozenset[str],
     now_ms: int,
     max_future_ms: int,
 ) -> Interaction | Rejection:
@@ -208,6 +289,89 @@ def _parse_event(
             Reason.TOO_LARGE,
             f"record value is {len(raw)} bytes, more than the {MAX_EVENT_BYTES} allowed",
         )
+    fields: _Fields | Rejection
+    try:
+        fields = _fields_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError):
+        fields = _read_fields(raw, default_tenant, reserved_tenants)
+    else:
+        fields = _check_values(fields, default_tenant, reserved_tenants)
+    if isinstance(fields, Rejection):
+        return fields
+
+    occurred_at_ms = parse_time_ms(fields.occurred_at, now_ms=now_ms, max_future_ms=max_future_ms)
+    if isinstance(occurred_at_ms, Rejection):
+        return occurred_at_ms
+
+    channel = fields.channel
+    listed = channels.lookup(channel)
+    if listed is not None:
+        channel, channel_class = listed
+    elif count_unknown_channels:
+        channel, channel_class = normalize_channel(channel), ChannelClass.UNCLASSIFIED
+    else:
+        return Rejection(
+            Reason.UNKNOWN_CHANNEL,
+            f"channel {channel!r} is not in the channel table: add it to channels_file",
+        )
+
+    return Interaction(
+        event_id=fields.event_id,  # type: ignore[arg-type]  # a string by now
+        occurred_at_ms=occurred_at_ms,
+        tenant=fields.tenant,  # type: ignore[arg-type]  # a string by now
+        channel=channel,
+        channel_class=int(channel_class),
+        resolved=fields.resolved,
+        segment=fields.segment,
+        customer_id=fields.customer_id,  # type: ignore[arg-type]  # a string or None by now
+        source_topic=source.topic,
+        source_partition=source.partition,
+        source_offset=source.offset,
+        raw_key=source.key,
+        raw_value=raw,
+    )
+
+
+def _check_values(
+    fields: _Fields, default_tenant: str, reserved_tenants: frozenset[str]
+) -> _Fields | Rejection:
+    """Check the values of fields whose types are right, in the order :func:`_read_fields` does.
+
+    Numeric ids become strings and a missing tenant the default one. An id
+    that is printable, not blank and short enough needs no closer look.
+    """
+    if fields.event_id == "" or fields.occurred_at == "" or fields.channel == "":
+        for field in ("event_id", "occurred_at", "channel"):
+            if getattr(fields, field) == "":
+                return Rejection(
+                    Reason.MISSING_FIELD, f"required field {field} is missing or empty"
+                )
+    event_id = fields.event_id
+    if isinstance(event_id, int):
+        event_id = fields.event_id = str(event_id)
+    if len(event_id) > MAX_ID_LENGTH or not event_id.isprintable() or event_id.isspace():
+        if (problem := _event_id_problem(event_id)) is not None:
+            return problem
+    tenant = fields.tenant
+    if not tenant:
+        fields.tenant = default_tenant
+    elif (
+        len(tenant) > MAX_ID_LENGTH
+        or not tenant.isprintable()
+        or tenant.isspace()
+        or tenant in reserved_tenants
+    ):
+        if (problem := _tenant_problem(tenant, reserved_tenants)) is not None:
+            return problem
+    if isinstance(fields.customer_id, int):
+        fields.customer_id = str(fields.customer_id)
+    return fields
+
+
+def _read_fields(
+    raw: bytes, default_tenant: str, reserved_tenants: frozenset[str]
+) -> _Fields | Rejection:
+    """Read the fields of a record one by one, and return the first problem found."""
     try:
         document = _decoder.decode(raw)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError) as exc:
@@ -228,14 +392,8 @@ def _parse_event(
         return Rejection(
             Reason.INVALID_TYPE, f"event_id must be a string, got {type(event_id).__name__}"
         )
-    if len(event_id) > MAX_ID_LENGTH:
-        return Rejection(
-            Reason.TOO_LONG,
-            f"event_id is {len(event_id)} characters long, more than the {MAX_ID_LENGTH} allowed",
-        )
-    id_problem = _id_problem("event_id", event_id)
-    if id_problem is not None:
-        return id_problem
+    if (problem := _event_id_problem(event_id)) is not None:
+        return problem
     channel = document["channel"]
     if not isinstance(channel, str):
         return Rejection(
@@ -247,18 +405,8 @@ def _parse_event(
         tenant = default_tenant
     elif not isinstance(tenant, str):
         return Rejection(Reason.INVALID_TYPE, f"tenant must be a string, got {type(tenant).__name__}")
-    elif len(tenant) > MAX_ID_LENGTH:
-        return Rejection(
-            Reason.TOO_LONG,
-            f"tenant is {len(tenant)} characters long, more than the {MAX_ID_LENGTH} allowed",
-        )
-    elif (tenant_problem := _id_problem("tenant", tenant)) is not None:
-        return tenant_problem
-    elif tenant in reserved_tenants:
-        return Rejection(
-            Reason.RESERVED_TENANT,
-            f"tenant {tenant!r} is reserved for the all-tenants figure: rename the tenant",
-        )
+    elif (problem := _tenant_problem(tenant, reserved_tenants)) is not None:
+        return problem
 
     resolved = document.get("resolved")
     if resolved is not None and not isinstance(resolved, bool):
@@ -275,36 +423,12 @@ def _parse_event(
         return Rejection(
             Reason.INVALID_TYPE, f"customer_id must be a string, got {type(customer_id).__name__}"
         )
-
-    occurred_at_ms = parse_time_ms(
-        document["occurred_at"], now_ms=now_ms, max_future_ms=max_future_ms
-    )
-    if isinstance(occurred_at_ms, Rejection):
-        return occurred_at_ms
-
-    listed = channels.lookup(channel)
-    if listed is not None:
-        channel, channel_class = listed
-    elif count_unknown_channels:
-        channel, channel_class = normalize_channel(channel), ChannelClass.UNCLASSIFIED
-    else:
-        return Rejection(
-            Reason.UNKNOWN_CHANNEL,
-            f"channel {channel!r} is not in the channel table: add it to channels_file",
-        )
-
-    return Interaction(
+    return _Fields(
         event_id=event_id,
-        occurred_at_ms=occurred_at_ms,
-        tenant=tenant,
+        occurred_at=document["occurred_at"],
         channel=channel,
-        channel_class=int(channel_class),
+        tenant=tenant,
         resolved=resolved,
         segment=segment,
         customer_id=customer_id,
-        source_topic=source.topic,
-        source_partition=source.partition,
-        source_offset=source.offset,
-        raw_key=source.key,
-        raw_value=raw,
     )

@@ -13,6 +13,7 @@ The counting state of each partition is kept in memory and journaled to the
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -28,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from stream.ingest.channels import load_channel_table
 from stream.ingest.deadletter import dead_letter_headers
-from stream.ingest.events import Interaction, Rejection, SourceRecord, parse_event
+from stream.ingest.events import Interaction, Rejection, Source, parse_event
 from stream.logutil import RateLimitedLog, RepeatFilter, limit_repeats
 from stream.metrics.registry import WorkerMetrics
 from stream.metrics.windows import TenantLabels, WindowCollector, WindowSample
@@ -451,7 +452,15 @@ class AdoptionApp:
         partitions = settings.internal_partitions
         consumed: dict[str, int] = {}
         newest_by_partition = self._input_newest_ms
-        reserved_tenants = frozenset({settings.all_tenants})
+        parse = functools.partial(
+            parse_event,
+            channels=self.channels,
+            count_unknown_channels=settings.unknown_channel == "count",
+            default_tenant=settings.default_tenant,
+            reserved_tenants=frozenset({settings.all_tenants}),
+            now_ms=now_ms,
+            max_future_ms=settings.max_future_ms,
+        )
         received = time.monotonic()
         self._ingesting = True
         if self._input_partitions and all(
@@ -469,20 +478,9 @@ class AdoptionApp:
             self._input_next_offset[tp] = records[-1].offset + 1
             newest_ms = newest_by_partition.get(tp, -(2**62))
             for record in records:
-                source = SourceRecord(
-                    topic, tp.partition, record.offset, record.key, record.value
-                )
-                result = parse_event(
-                    source,
-                    channels=self.channels,
-                    count_unknown_channels=settings.unknown_channel == "count",
-                    default_tenant=settings.default_tenant,
-                    reserved_tenants=reserved_tenants,
-                    now_ms=now_ms,
-                    max_future_ms=settings.max_future_ms,
-                )
+                result = parse(record)
                 if isinstance(result, Rejection):
-                    outgoing.append(self._reject(source, result))
+                    outgoing.append(self._reject(record, result))
                     continue
                 by_partition.setdefault(counting_partition(result.tenant, partitions), []).append(
                     result
@@ -530,7 +528,7 @@ class AdoptionApp:
             return Tick(self.sender_id, None, quiet=True, sent_at_ms=sent_at_ms)
         return Tick(self.sender_id, min(watermarks), quiet=False, sent_at_ms=sent_at_ms)
 
-    def _reject(self, source: SourceRecord, rejection: Rejection) -> OutgoingRecord:
+    def _reject(self, source: Source, rejection: Rejection) -> OutgoingRecord:
         """Log and count a rejected record, and return its dead-letter record."""
         self.record_log.warning(
             f"{rejection.reason.value} rejection",

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from stream.ingest import events
 from stream.ingest.channels import ChannelClass, ChannelTable, load_channel_table
 from stream.ingest.events import (
     MAX_EVENT_BYTES,
@@ -421,3 +423,78 @@ def test_parse_event_host_time_zone_ignored(
     assert values == [
         INSTANT_MS, INSTANT_MS, INSTANT_MS, Reason.TIME_WITHOUT_OFFSET, Reason.INVALID_TIME
     ]
+
+
+# Typed decoding and reading field by field
+
+
+class FieldByField:
+    """A stand-in for the typed decoder that fits no record, so every record is read field by field."""
+
+    def decode(self, raw: bytes) -> Any:
+        raise msgspec.ValidationError("no record fits")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"event_id": 12345, "customer_id": 77},
+        {"customer_id": "c-1", "segment": "smb", "resolved": True},
+        {"resolved": False, "tenant": ""},
+        {"tenant": None},
+        {"occurred_at": INSTANT_MS},
+        {"occurred_at": "2025-06-02t14:07:00z"},
+        {"occurred_at": "2025-06-02T16:07:00+02:00"},
+        {"occurred_at": "2025-06-02"},
+        {"occurred_at": "2025-06-02T14:07:00"},
+        {"occurred_at": "2030-01-01T00:00:00Z"},
+        {"occurred_at": 1_748_873_220},
+        {"occurred_at": ""},
+        {"event_id": ""},
+        {"channel": ""},
+        {"channel": "Knowledge Base"},
+        {"channel": "carrier-pigeon"},
+        {"event_id": "x" * (MAX_ID_LENGTH + 1)},
+        {"event_id": "   "},
+        {"event_id": "a\nb"},
+        {"event_id": "a\u00a0b\u200b"},
+        {"tenant": "*"},
+        {"tenant": "t" * (MAX_ID_LENGTH + 1)},
+        {"tenant": " \t"},
+        {"tenant": "acme\x07"},
+        {"tenant": "acme\u00a0corp"},
+        {"event_id": True},
+        {"resolved": 1},
+        {"occurred_at": 1.748873220e12},
+        {"event_id": "x" * (MAX_ID_LENGTH + 1), "resolved": "yes"},
+        {"segment": ["smb"]},
+        {"customer_id": 1.5},
+    ],
+)
+def test_typed_decoding_agrees_with_reading_field_by_field(
+    channels: ChannelTable, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any]
+) -> None:
+    raw = json.dumps(document(**fields)).encode()
+    typed = parse(channels, raw)
+
+    monkeypatch.setattr(events, "_fields_decoder", FieldByField())
+
+    assert parse(channels, raw) == typed
+
+
+def test_well_typed_event_is_not_read_field_by_field(
+    channels: ChannelTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def read_fields(*args: Any) -> Any:
+        raise AssertionError("read field by field")
+
+    monkeypatch.setattr(events, "_read_fields", read_fields)
+
+    assert accepted(parse_fields(channels, event_id=7, resolved=True)).event_id == "7"
+
+
+def test_explicit_null_required_field_is_missing(channels: ChannelTable) -> None:
+    raw = b'{"event_id": null, "occurred_at": "2025-06-02T14:07:00Z", "channel": "chatbot"}'
+
+    assert rejected(parse(channels, raw)).reason == Reason.MISSING_FIELD
