@@ -167,6 +167,7 @@ class AdoptionApp:
         self._input_next_offset: dict[TP, int] = {}
         self._input_backlog: dict[TP, int] = {}
         self._ingesting = False
+        self._stage_tasks: dict[str, asyncio.Task[Any]] = {}
         self._leaving = False
         self._counting_partitions: set[int] = set()
         self._sent_watermark = Tick(self.sender_id, None, quiet=False)
@@ -352,13 +353,9 @@ class AdoptionApp:
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
-            crashed = [
-                agent.name
-                for agent in app.agents.values()
-                if getattr(agent, "_crash_reason", None) is not None
-            ]
-            if crashed:
-                return web.json({"status": "crashed", "agents": crashed}, status=503)
+            stopped = self.stopped_stages()
+            if stopped:
+                return web.json({"status": "stage stopped", "stages": stopped}, status=503)
             return web.json({"status": "ok"})
 
         @app.page("/readyz")
@@ -384,6 +381,9 @@ class AdoptionApp:
         unacknowledged, so the next worker reads it again.
         """
         consumer = cast(SeekingConsumer, self.app.consumer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._stage_tasks[name] = task
         with stop_on_error(name):
             while True:
                 batch = await buffer.take(max_records, within_seconds)
@@ -801,6 +801,16 @@ class AdoptionApp:
         )
 
     # Rebalancing, readiness and gauges
+
+    def stopped_stages(self) -> list[str]:
+        """Return the stages whose task has ended while the worker runs.
+
+        A stage that fails stops the process, but one cancelled on its own
+        ends quietly and leaves its records unread: ``/healthz`` reports it.
+        """
+        if self.app.should_stop:
+            return []
+        return sorted(name for name, task in self._stage_tasks.items() if task.done())
 
     def _on_assigned(self, assigned: set[TP]) -> None:
         by_tenant = self.by_tenant_topic.get_topic_name()

@@ -524,3 +524,24 @@ def test_stage_acknowledges_processed_batch(app: AdoptionApp) -> None:
 
     assert batch.acked
     assert consumer._new_offset(BUFFERED) == 3
+
+
+def test_health_check_reports_a_stage_that_ended(app: AdoptionApp) -> None:
+    # A stage that fails stops the process; one cancelled on its own would
+    # leave its records unread while the worker looks alive.
+    flowing(app)
+    buffer = InputBuffer([BUFFERED.topic], 10)
+
+    async def process(taken: RecordBatch) -> None:
+        pass
+
+    async def run() -> tuple[list[str], list[str]]:
+        stage = asyncio.ensure_future(app._run_stage("count", buffer, 10, 0.0, process))
+        await asyncio.sleep(0.05)
+        running = app.stopped_stages()
+        stage.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stage
+        return running, app.stopped_stages()
+
+    assert app.app.consumer.loop.run_until_complete(run()) == ([], ["count"])
