@@ -42,8 +42,8 @@ class RecordBatch:
     """Runs taken from a buffer together, in flight until the stage acknowledges them.
 
     Faust keeps in-flight messages in a weak set and waits for them to be
-    acknowledged before a rebalance goes on; the batch stands in that set
-    for its records, so it has the two attributes Faust reads there.
+    acknowledged before a rebalance goes on. The batch is put in that set in
+    place of its records, so it has the two attributes Faust reads there.
     """
 
     __slots__ = ("runs", "acked", "refcount", "__weakref__")
@@ -72,8 +72,8 @@ def next_offsets(runs: Iterable[Run]) -> dict[TP, int]:
 class InputBuffer:
     """Records of some topics between the consumer's fetch loop and the stage that reads them.
 
-    It holds at most ``max_records`` plus one run, because the fetch loop
-    waits for room before it appends to a full buffer.
+    It contains at most ``max_records`` plus one run, because the fetch
+    loop waits for room before it appends to a full buffer.
     """
 
     def __init__(self, topics: Iterable[str], max_records: int) -> None:
@@ -100,11 +100,11 @@ class InputBuffer:
             self._filled.set()
 
     def has_room(self) -> bool:
-        """Tell whether the buffer holds fewer than ``max_records`` records."""
+        """Tell whether the buffer contains fewer than ``max_records`` records."""
         return self._size < self.max_records
 
     async def wait_for_room(self) -> None:
-        """Wait until the buffer holds fewer than ``max_records`` records."""
+        """Wait until the buffer contains fewer than ``max_records`` records."""
         await self._room.wait()
 
     def clear(self) -> None:
@@ -146,18 +146,18 @@ class InputBuffer:
 
     def _take_runs(self, max_records: int) -> list[Run]:
         """Remove and return the oldest runs, up to ``max_records`` records, splitting the last."""
-        taken: list[Run] = []
-        wanted = max_records
+        runs: list[Run] = []
+        remaining = max_records
         buffered = self._runs
-        while buffered and wanted > 0:
+        while buffered and remaining > 0:
             run = buffered[0]
-            if len(run.records) <= wanted:
+            if len(run.records) <= remaining:
                 buffered.popleft()
-                taken.append(run)
-                wanted -= len(run.records)
+                runs.append(run)
+                remaining -= len(run.records)
             else:
-                taken.append(Run(run.tp, run.records[:wanted]))
-                buffered[0] = Run(run.tp, run.records[wanted:])
-                wanted = 0
-        self._size -= max_records - wanted
-        return taken
+                runs.append(Run(run.tp, run.records[:remaining]))
+                buffered[0] = Run(run.tp, run.records[remaining:])
+                remaining = 0
+        self._size -= max_records - remaining
+        return runs
