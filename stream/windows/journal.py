@@ -30,24 +30,26 @@ def parse_journal_key(key: bytes) -> tuple[int, int]:
 
 
 def encode_delta(delta: Delta) -> bytes:
-    """Serialise a delta with MessagePack."""
+    """Serialise a delta with MessagePack.
+
+    The count and id maps go in as they are: MessagePack allows arrays as
+    map keys, so a ``(tenant, slice start)`` key needs no conversion.
+    """
     return _encoder.encode(
-        {
-            "c": delta.clock_ms,
-            "f": delta.finalized_ms,
-            "s": [
-                [tenant, start, [[cls, channel, number] for (cls, channel), number in counts.items()]]
-                for (tenant, start), counts in delta.counts.items()
-            ],
-            "i": [[tenant, start, ids] for (tenant, start), ids in delta.ids.items()],
-        }
+        {"c": delta.clock_ms, "f": delta.finalized_ms, "counts": delta.counts, "ids": delta.ids}
     )
 
 
 def decode_delta(payload: bytes) -> Delta:
-    """Read a delta written by :func:`encode_delta`."""
+    """Read a delta written by :func:`encode_delta`, or in the earlier list layout."""
     document = _decoder.decode(payload)
     delta = Delta(clock_ms=document["c"], finalized_ms=document["f"])
+    if "counts" in document:
+        # Array keys decode as tuples, and arrays elsewhere as lists.
+        delta.counts = document["counts"]
+        delta.ids = document["ids"]
+        return delta
+    # Journals written before the maps went in as they are: lists of entries.
     for tenant, start, entries in document["s"]:
         delta.counts[(tenant, start)] = {(cls, channel): number for cls, channel, number in entries}
     for tenant, start, ids in document["i"]:

@@ -1,5 +1,7 @@
 """Tests of the changelog journal: delta encoding, record keys and expiry of records."""
 
+import msgspec
+
 from stream.windows.counts import RESOLVED_BASE
 from stream.windows.journal import (
     JournalIndex,
@@ -55,6 +57,26 @@ def test_decode_delta_keys_are_tuples() -> None:
     assert list(decoded.counts) == [("t1", SLICE_10_00)]
     assert list(decoded.counts[("t1", SLICE_10_00)]) == [(0, "faq")]
     assert list(decoded.ids) == [("t1", SLICE_10_00)]
+
+
+def test_decode_delta_of_list_layout() -> None:
+    # Journals written before the maps were encoded as they are.
+    decoded = decode_delta(
+        msgspec.msgpack.encode(
+            {
+                "c": SLICE_10_00,
+                "f": None,
+                "s": [["t1", SLICE_10_00, [[0, "faq", 2], [1, "phone", 1]]]],
+                "i": [["t1", SLICE_10_00, ["x", "y"]]],
+            }
+        )
+    )
+
+    assert decoded == Delta(
+        counts={("t1", SLICE_10_00): {(0, "faq"): 2, (1, "phone"): 1}},
+        ids={("t1", SLICE_10_00): ["x", "y"]},
+        clock_ms=SLICE_10_00,
+    )
 
 
 def test_journal_key_format_and_parse() -> None:
