@@ -333,27 +333,31 @@ class PartitionState:
         return closed
 
     def _final_sums(self, state: TenantState, index: int, end_ms: int) -> WindowCounts:
-        """Sum a window that closes now, from the tenant's previous final window when it can.
+        """Sum a window that closes now, and keep its sums for the windows after it."""
+        totals = self._window_totals(state, index, end_ms)
+        state.last_final[index] = (end_ms, totals)
+        return WindowCounts.from_totals(totals)
+
+    def _window_totals(self, state: TenantState, index: int, end_ms: int) -> SliceCounts:
+        """Add up a window's spans, from the tenant's last final window when it can.
 
         The spans of a final window no longer change, so the window one step
-        later is the previous one plus its newest span minus the oldest span
-        of the previous one.
+        later is the final one plus its newest span minus the oldest span of
+        the final one: three spans to add instead of size/step of them.
         """
         spec = self.windows[index]
         steps = state.steps[index]
         previous = state.last_final[index]
-        if previous is not None and previous[0] == end_ms - spec.step_ms:
-            # Newest span first, as in _span_totals.
-            newest = steps.get(end_ms - spec.step_ms)
-            totals = dict(newest) if newest is not None else {}
-            add_counts(totals, previous[1])
-            oldest = steps.get(previous[0] - spec.size_ms)
-            if oldest is not None:
-                subtract_counts(totals, oldest)
-        else:
-            totals = self._span_totals(steps, spec, end_ms)
-        state.last_final[index] = (end_ms, totals)
-        return WindowCounts.from_totals(totals)
+        if previous is None or previous[0] != end_ms - spec.step_ms:
+            return self._span_totals(steps, spec, end_ms)
+        # Newest span first, as in _span_totals.
+        newest = steps.get(end_ms - spec.step_ms)
+        totals = dict(newest) if newest is not None else {}
+        add_counts(totals, previous[1])
+        oldest = steps.get(previous[0] - spec.size_ms)
+        if oldest is not None:
+            subtract_counts(totals, oldest)
+        return totals
 
     def take_provisional(self) -> list[ClosedWindow]:
         """Return, per tenant and window size, the changed windows a reader watches.
@@ -406,8 +410,7 @@ class PartitionState:
 
     def sum_window(self, state: TenantState, spec: WindowSpec, end_ms: int) -> WindowCounts:
         """Sum the step-long spans of the window of ``spec`` that ends at ``end_ms``."""
-        steps = state.steps[self._spec_index[spec]]
-        return WindowCounts.from_totals(self._span_totals(steps, spec, end_ms))
+        return WindowCounts.from_totals(self._window_totals(state, self._spec_index[spec], end_ms))
 
     @staticmethod
     def _span_totals(steps: dict[int, SliceCounts], spec: WindowSpec, end_ms: int) -> SliceCounts:
