@@ -287,10 +287,12 @@ class AdoptionApp:
                 self._ingest_batch,
             )
 
+        # Each internal record carries an ingest batch already, so the later
+        # stages take what is buffered: waiting for more would only delay output.
         @app.task  # type: ignore[untyped-decorator]
         async def count() -> None:
             await self._run_stage(
-                "count", self.count_buffer, COUNT_BATCH_RECORDS, within_seconds, self._count_batch
+                "count", self.count_buffer, COUNT_BATCH_RECORDS, 0.0, self._count_batch
             )
 
         @app.task  # type: ignore[untyped-decorator]

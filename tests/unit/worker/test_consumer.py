@@ -545,3 +545,34 @@ def test_health_check_reports_a_stage_that_ended(app: AdoptionApp) -> None:
         return running, app.stopped_stages()
 
     assert app.app.consumer.loop.run_until_complete(run()) == ([], ["count"])
+
+
+def test_count_stage_takes_without_waiting(tmp_path: Path) -> None:
+    # Each internal record carries an ingest batch, so waiting batch_within
+    # for more of them would only delay the output.
+    app = AdoptionApp(Settings(data_dir=tmp_path, batch_within_ms=60_000))
+    flowing(app)
+    app.app.topics.acking_topics.add(app.by_tenant_topic_name)
+    counted: list[int] = []
+
+    async def count_batch(batch: RecordBatch) -> None:
+        counted.append(len(batch))
+
+    app._count_batch = count_batch  # type: ignore[method-assign]
+    count = next(task for task in app.app._app_tasks if task.__name__ == "count")
+    by_tenant = TP(app.by_tenant_topic_name, 0)
+
+    async def run() -> None:
+        stage = asyncio.ensure_future(count())
+        app.count_buffer.append(*run_of(by_tenant, [0]))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if counted:
+                break
+        stage.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stage
+
+    app.app.consumer.loop.run_until_complete(run())
+
+    assert counted == [1]
