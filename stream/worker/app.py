@@ -436,11 +436,11 @@ class AdoptionApp:
         for tp, records in runs:
             next_offset = next_offsets.get(tp, 0)
             if records[0].offset < next_offset:
-                kept = [record for record in records if record.offset >= next_offset]
-                self.metrics.reread.labels(tp.topic).inc(len(records) - len(kept))
-                if not kept:
+                unread = [record for record in records if record.offset >= next_offset]
+                self.metrics.reread.labels(tp.topic).inc(len(records) - len(unread))
+                if not unread:
                     continue
-                records = kept
+                records = unread
             next_offsets[tp] = records[-1].offset + 1
             unprocessed.append(Run(tp, records))
         return unprocessed

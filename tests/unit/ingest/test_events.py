@@ -472,7 +472,7 @@ class FieldByField:
         {"customer_id": 1.5},
     ],
 )
-def test_typed_decoding_agrees_with_reading_field_by_field(
+def test_typed_and_field_reading_agree(
     channels: ChannelTable, monkeypatch: pytest.MonkeyPatch, fields: dict[str, Any]
 ) -> None:
     raw = json.dumps(document(**fields)).encode()
@@ -483,7 +483,7 @@ def test_typed_decoding_agrees_with_reading_field_by_field(
     assert parse(channels, raw) == typed
 
 
-def test_well_typed_event_is_not_read_field_by_field(
+def test_typed_event_skips_field_reading(
     channels: ChannelTable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def read_fields(*args: Any) -> Any:

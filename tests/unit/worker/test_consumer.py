@@ -483,8 +483,8 @@ def run_stage_until_processing(
     processed = asyncio.Event()
     batches: list[RecordBatch] = []
 
-    async def process(taken: RecordBatch) -> None:
-        batches.append(taken)
+    async def process(batch: RecordBatch) -> None:
+        batches.append(batch)
         processing.set()
         if stop_while_processing:
             await asyncio.sleep(10)  # writing the batch's output
@@ -526,13 +526,13 @@ def test_stage_acknowledges_processed_batch(app: AdoptionApp) -> None:
     assert consumer._new_offset(BUFFERED) == 3
 
 
-def test_health_check_reports_a_stage_that_ended(app: AdoptionApp) -> None:
+def test_healthz_reports_ended_stage(app: AdoptionApp) -> None:
     # A stage that fails stops the process; one cancelled on its own would
     # leave its records unread while the worker looks alive.
     flowing(app)
     buffer = InputBuffer([BUFFERED.topic], 10)
 
-    async def process(taken: RecordBatch) -> None:
+    async def process(batch: RecordBatch) -> None:
         pass
 
     async def run() -> tuple[list[str], list[str]]:
