@@ -44,8 +44,9 @@ class Reason(StrEnum):
 # labels; this bound keeps each of those small.
 MAX_ID_LENGTH = 128
 # Ids go into log lines, metric labels and record keys, where a line break or
-# another control character would split or disguise them.
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+# another control character would split or disguise them: C0, DEL and C1,
+# whose U+0085 many tools read as a line break.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # A valid event travels on to the counting stage with its raw bytes and its
 # parsed fields, about twice its size, in one record that must stay below
 # Kafka's default limit of 1 MiB.

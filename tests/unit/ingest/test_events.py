@@ -193,7 +193,7 @@ def test_parse_event_id_blank(channels: ChannelTable, field: str) -> None:
 
 
 @pytest.mark.parametrize("field", ["event_id", "tenant"])
-@pytest.mark.parametrize("character", ["\n", "\r", "\x00", "\x7f"])
+@pytest.mark.parametrize("character", ["\n", "\r", "\x00", "\x7f", "\x85", "\x9f"])
 def test_parse_event_id_control_character(
     channels: ChannelTable, field: str, character: str
 ) -> None:
@@ -463,6 +463,8 @@ class FieldByField:
         {"tenant": "t" * (MAX_ID_LENGTH + 1)},
         {"tenant": " \t"},
         {"tenant": "acme\x07"},
+        {"tenant": "ga\u0085mma"},
+        {"event_id": "a\u009fb"},
         {"tenant": "acme\u00a0corp"},
         {"event_id": True},
         {"resolved": 1},
