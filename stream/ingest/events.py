@@ -157,7 +157,7 @@ MAX_DETAIL_CHARS = 500
 
 
 def _id_problem(field: str, text: str) -> Rejection | None:
-    """Return why ``text`` cannot be an id: blank, or holding a control character."""
+    """Return why ``text`` cannot be an id: blank, or containing a control character."""
     if not text or text.isspace():
         return Rejection(Reason.INVALID_ID, f"{field} is blank")
     # Most ids are printable, and only the others can contain a control character.
@@ -198,7 +198,10 @@ def _tenant_problem(tenant: str, reserved_tenants: frozenset[str]) -> Rejection 
 
 
 class Source(Protocol):
-    """A record's topic, partition, offset and exact bytes: a :class:`SourceRecord` or a consumer record."""
+    """A record's topic, partition, offset and exact bytes.
+
+    A :class:`SourceRecord` has them, and so does a consumer record.
+    """
 
     @property
     def topic(self) -> str: ...

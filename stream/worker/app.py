@@ -377,6 +377,8 @@ class AdoptionApp:
     ) -> None:
         """Take batches from ``buffer`` and process them, acknowledging each once it is done.
 
+        An error in ``process`` stops the process (:func:`stop_on_error`).
+
         Faust's ``take_events`` acknowledges a batch in a ``finally`` block,
         also when the worker stops in the middle of writing it, and Faust then
         commits those offsets. A batch here that is cut short stays
@@ -397,28 +399,23 @@ class AdoptionApp:
         runs = self._unprocessed(batch.runs)
         if not runs:
             return
-        with stop_on_error("ingest"):
-            async with self.transactions.batch("ingest", next_offsets(runs)) as output:
-                watermark = await self._ingest(runs, output)
-            # Ticks may carry the new watermark only once the records it
-            # follows are on the broker (committed, in exactly-once mode).
-            self._sent_watermark = watermark
-            self._ingesting = False
+        async with self.transactions.batch("ingest", next_offsets(runs)) as output:
+            watermark = await self._ingest(runs, output)
+        # Ticks may carry the new watermark only once the records it
+        # follows are on the broker (committed, in exactly-once mode).
+        self._sent_watermark = watermark
+        self._ingesting = False
 
     async def _count_batch(self, batch: RecordBatch) -> None:
-        with stop_on_error("count"):
-            async with self.transactions.batch("count", next_offsets(batch.runs)) as output:
-                self._count(batch.runs, output)
+        async with self.transactions.batch("count", next_offsets(batch.runs)) as output:
+            self._count(batch.runs, output)
 
     async def _add_all_tenants_batch(self, batch: RecordBatch) -> None:
         # Each partial is one transaction, since each moves the all-tenants figure on.
         for tp, records in batch.runs:
             for record in records:
-                with stop_on_error("all-tenants"):
-                    async with self.transactions.batch(
-                        "all-tenants", {tp: record.offset + 1}
-                    ) as output:
-                        self._add_all_tenants(record, output)
+                async with self.transactions.batch("all-tenants", {tp: record.offset + 1}) as output:
+                    self._add_all_tenants(record, output)
 
     # Ingest
 

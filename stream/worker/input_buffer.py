@@ -22,7 +22,7 @@ for the batch being processed and not for records dropped from the buffer.
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from aiokafka.structs import ConsumerRecord
@@ -53,12 +53,6 @@ class RecordBatch:
         self.acked = False
         self.refcount = 1
 
-    def __len__(self) -> int:
-        return sum(len(run.records) for run in self.runs)
-
-    def __iter__(self) -> Iterator[Record]:
-        for run in self.runs:
-            yield from run.records
 
 
 def next_offsets(runs: Iterable[Run]) -> dict[TP, int]:
@@ -89,7 +83,7 @@ class InputBuffer:
         return self._size
 
     def append(self, tp: TP, records: list[Record]) -> None:
-        """Add fetched records of one partition; the fetch loop adds them in offset order."""
+        """Add fetched records of one partition, which the fetch loop adds in offset order."""
         if not records:
             return
         self._runs.append(Run(tp, records))

@@ -12,6 +12,7 @@ from faust.types import TP
 from faust.types import Message as FaustMessage
 
 from stream.settings import Settings
+from stream.worker import app as app_module
 from stream.worker.app import AdoptionApp
 from stream.worker.consumer import SeekingConsumer, offset_gaps
 from stream.worker.input_buffer import InputBuffer, RecordBatch, Run
@@ -291,7 +292,8 @@ def test_delivery_waits_for_room_in_the_buffer(app: AdoptionApp) -> None:
     taken: list[list[int]] = []
 
     async def take() -> None:
-        taken.append([record.offset for record in await buffer.take(2, within_seconds=0)])
+        batch = await buffer.take(2, within_seconds=0)
+        taken.append([record.offset for run in batch.runs for record in run.records])
 
     consumer.loop.call_later(0.05, lambda: held.append(len(buffer)))
     consumer.loop.call_later(0.1, lambda: consumer.loop.create_task(take()))
@@ -361,7 +363,9 @@ def test_buffered_run_records_gaps_as_faust_does(app: AdoptionApp) -> None:
         (None, [3, 4, 10, 11, 20], [(5, 10), (12, 20)]),
     ],
 )
-def test_offset_gaps(last: int | None, offsets: list[int], expected: list[tuple[int, int]]) -> None:
+def test_offset_gaps(
+    last: int | None, offsets: list[int], expected: list[tuple[int, int]]
+) -> None:
     assert offset_gaps(last, run_of(BUFFERED, offsets).records) == expected  # type: ignore[arg-type]
 
 
@@ -556,7 +560,7 @@ def test_count_stage_takes_without_waiting(tmp_path: Path) -> None:
     counted: list[int] = []
 
     async def count_batch(batch: RecordBatch) -> None:
-        counted.append(len(batch))
+        counted.append(sum(len(run.records) for run in batch.runs))
 
     app._count_batch = count_batch  # type: ignore[method-assign]
     count = next(task for task in app.app._app_tasks if task.__name__ == "count")
@@ -576,3 +580,31 @@ def test_count_stage_takes_without_waiting(tmp_path: Path) -> None:
     app.app.consumer.loop.run_until_complete(run())
 
     assert counted == [1]
+
+
+def test_failing_stage_exits_with_status_70(
+    app: AdoptionApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Faust would restart an agent and acknowledge its failed batch; the
+    # worker exits instead, so a restarted one reads the batch again.
+    class Exited(Exception):
+        pass
+
+    def exit_process(status: int) -> None:
+        raise Exited(status)
+
+    monkeypatch.setattr(app_module.os, "_exit", exit_process)
+    monkeypatch.setattr(app_module.logging, "shutdown", lambda: None)
+    consumer = flowing(app)
+    app.app.topics.acking_topics.add(BUFFERED.topic)
+    buffer = InputBuffer([BUFFERED.topic], 10)
+    buffer.append(*run_of(BUFFERED, (0, 1)))
+
+    async def process(batch: RecordBatch) -> None:
+        raise ValueError("broken batch")
+
+    with pytest.raises(Exited) as exited:
+        consumer.loop.run_until_complete(app._run_stage("count", buffer, 10, 0.0, process))
+
+    assert exited.value.args == (app_module.EXIT_AGENT_FAILED,)
+    assert consumer._new_offset(BUFFERED) is None

@@ -23,7 +23,7 @@ def records(*offsets: int, tp: TP = INPUT) -> list[Record]:
 
 
 def offsets(batch: RecordBatch) -> list[int]:
-    return [record.offset for record in batch]
+    return [record.offset for run in batch.runs for record in run.records]
 
 
 def test_take_limits_batch_size() -> None:
