@@ -414,7 +414,8 @@ class AdoptionApp:
         # Each partial is one transaction, since each moves the all-tenants figure on.
         for tp, records in batch.runs:
             for record in records:
-                async with self.transactions.batch("all-tenants", {tp: record.offset + 1}) as output:
+                offsets = {tp: record.offset + 1}
+                async with self.transactions.batch("all-tenants", offsets) as output:
                     self._add_all_tenants(record, output)
 
     # Ingest

@@ -331,7 +331,7 @@ def use_transport(
     transport: type[SeekingTransport] = SeekingTransport,
     buffers: Iterable[InputBuffer] = (),
 ) -> None:
-    """Make ``app`` consume through ``transport``, with the records of each buffer's topics going to it.
+    """Make ``app`` consume through ``transport``, and send each buffer's topics to that buffer.
 
     Call it right after creating the app, before anything creates Faust's
     default transport.
