@@ -23,12 +23,12 @@ for the batch being processed and not for records dropped from the buffer.
 import asyncio
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-Record = ConsumerRecord[Any, Any]
+Record: TypeAlias = ConsumerRecord[Any, Any]
 
 
 class Run(NamedTuple):
