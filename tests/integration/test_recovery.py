@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from stream.windows.journal import decode_delta
@@ -289,7 +290,18 @@ def test_join_inside_backlog_counts_each_event_once(
         ADOPTION_PROCESSING_GUARANTEE=guarantee,
     )
     load, invalid, first = start_backlog(deployment, 600_000, launch, send_first=True)
-    second = launch(deployment, wait_ready=False)
+    # The first worker reads faster than a second one starts, so it waits,
+    # stopped, until the second one's join has begun the rebalance.
+    assert first.process is not None
+    os.kill(first.process.pid, signal.SIGSTOP)
+    try:
+        second = launch(deployment, wait_ready=False)
+        rebalancing = asyncio.run(
+            wait_for_group_state(deployment.bootstrap_servers, deployment.app_id, timeout=8)
+        )
+    finally:
+        os.kill(first.process.pid, signal.SIGCONT)
+    assert rebalancing, second.log_tail()
     # The Kafka client logs a revocation at each join: the first worker's own,
     # then the one of the rebalance that the second worker starts.
     assert wait_until(
@@ -308,6 +320,28 @@ def test_join_inside_backlog_counts_each_event_once(
     check_backlog_counted(deployment, load, invalid, exactly_once=guarantee == "exactly_once")
     # The second worker took input partitions while they still had a backlog.
     assert consumed(scrape(second), deployment) > 0, second.log_tail()
+
+
+async def wait_for_group_state(
+    bootstrap_servers: str,
+    group: str,
+    states: frozenset[str] = frozenset({"PreparingRebalance", "CompletingRebalance"}),
+    timeout: float = 10,
+) -> bool:
+    """Wait until the consumer group is in one of ``states``; return whether it got there."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            (response,) = await admin.describe_consumer_groups([group])
+            # Each described group is (error code, group id, state, ...).
+            if response.groups[0][2] in states:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+    finally:
+        await admin.close()
 
 
 async def partitions_of(bootstrap_servers: str, topic: str) -> set[int]:
