@@ -350,28 +350,27 @@ class PartitionState:
         previous = state.last_final[index]
         if previous is None or previous[0] != end_ms - spec.step_ms:
             return self._span_totals(steps, spec, end_ms)
-        # Newest span first, as in _span_totals.
-        newest = steps.get(end_ms - spec.step_ms)
-        totals = dict(newest) if newest is not None else {}
-        add_counts(totals, previous[1])
-        oldest = steps.get(previous[0] - spec.size_ms)
-        if oldest is not None:
-            subtract_counts(totals, oldest)
-        return totals
+        return _step_forward(steps, spec, previous)
 
     def take_provisional(self) -> list[ClosedWindow]:
         """Return, per tenant and window size, the changed windows a reader watches.
 
         These are the window that closes next and the newest one that has
         ended, which the gauges show until it is final. Other open windows
-        overlap them and get their final record when they close. The changes
-        are then forgotten.
+        overlap them and get their final record when they close. The
+        all-tenants partial is the exception: every changed open window, since
+        the all-tenants figure adds up partitions' sums and has no slices to
+        sum itself. The changes are then forgotten.
         """
         changed: list[ClosedWindow] = []
         clock = self.clock_ms
         windows = self.windows
         for tenant, state in self.tenants.items():
             if not state.dirty:
+                continue
+            if tenant == self.all_tenants:
+                changed.extend(self._changed_windows(tenant, state))
+                state.dirty.clear()
                 continue
             pending = state.pending
             chosen: set[WindowId] = set()
@@ -397,6 +396,32 @@ class PartitionState:
                 changed.append(self._window(tenant, state, window, final=False))
             state.dirty.clear()
         return changed
+
+    def _changed_windows(self, tenant: str, state: TenantState) -> Iterator[ClosedWindow]:
+        """Yield every open window holding a changed span, by size and then by end.
+
+        Windows one step apart share all spans but two, so each one after the
+        first is computed from the one before it.
+        """
+        by_spec: dict[int, set[int]] = {}
+        for index, span_start in state.dirty:
+            ends = by_spec.setdefault(index, set())
+            ends.update(
+                end
+                for end in window_ends(self.windows[index], span_start)
+                if (index, end) in state.pending
+            )
+        for index in sorted(by_spec):
+            spec = self.windows[index]
+            steps = state.steps[index]
+            previous: tuple[int, SliceCounts] | None = None
+            for end in sorted(by_spec[index]):
+                if previous is not None and previous[0] == end - spec.step_ms:
+                    totals = _step_forward(steps, spec, previous)
+                else:
+                    totals = self._window_totals(state, index, end)
+                previous = (end, totals)
+                yield ClosedWindow(tenant, spec, end, WindowCounts.from_totals(totals), final=False)
 
     def _window(self, tenant: str, state: TenantState, window: WindowId, *, final: bool) -> ClosedWindow:
         spec = self.windows[window[0]]
@@ -511,11 +536,16 @@ class PartitionState:
         self._remember_ids(delta.ids)
 
     def finish_restore(self) -> None:
-        """Mark the windows of restored slices that are not final yet as pending, none as changed.
+        """Mark the windows of restored slices that are not final yet as pending.
 
         Replaying deltas skips this bookkeeping, so it is done once here, per
         step-long span rather than per slice: the step divides the size, so
         every slice of a span lies in the same windows.
+
+        Only the all-tenants spans count as changed. The last partial sent
+        before the restart may lack events counted after it, so the figure
+        would keep stale sums until the window's final record. A tenant's
+        gauges sum its slices and need no such refresh.
         """
         self._pending_by_end = {}
         self._pending_ends = []
@@ -525,6 +555,8 @@ class PartitionState:
             for index, (spec, steps) in enumerate(zip(self.windows, state.steps, strict=True)):
                 for step_start in steps:
                     self._mark_windows(tenant, state, index, spec, step_start)
+                    if tenant == self.all_tenants:
+                        state.dirty.add((index, step_start))
         self.expire()
 
     def snapshot(self, max_entries: int) -> list[Delta]:
@@ -558,6 +590,21 @@ class PartitionState:
             delta.clock_ms = self.clock_ms
             delta.finalized_ms = self.finalized_ms
         return deltas
+
+
+def _step_forward(
+    steps: dict[int, SliceCounts], spec: WindowSpec, previous: tuple[int, SliceCounts]
+) -> SliceCounts:
+    """Sum the window one step after ``previous`` (its end and sums): add a span, drop one."""
+    end_ms = previous[0] + spec.step_ms
+    # Newest span first, as in _span_totals.
+    newest = steps.get(end_ms - spec.step_ms)
+    totals = dict(newest) if newest is not None else {}
+    add_counts(totals, previous[1])
+    oldest = steps.get(previous[0] - spec.size_ms)
+    if oldest is not None:
+        subtract_counts(totals, oldest)
+    return totals
 
 
 def grace_end_offset(slice_ms: int, grace_ms: int) -> int:

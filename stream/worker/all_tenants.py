@@ -7,6 +7,7 @@ tenants are spread over partitions and workers.
 """
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -44,6 +45,27 @@ class AllTenantsState:
     empty: set[int] = field(default_factory=set)
     newest_final: dict[str, AllTenantsWindow] = field(default_factory=dict)
     log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(logger))
+
+    def apply_batch(
+        self, partials: Iterable[Partial]
+    ) -> tuple[list[AllTenantsWindow], dict[bytes, bytes | None]]:
+        """Take partials in order; return each window to publish once, and the entries to write.
+
+        Partitions send the partial of every open window they changed, so a
+        batch often changes one window several times: its newest sums are
+        the one record worth publishing, and each table key needs one write.
+        """
+        changed: dict[tuple[str, int], AllTenantsWindow] = {}
+        writes: dict[bytes, bytes | None] = {}
+        for partial in partials:
+            published, written = self.apply(partial)
+            for window in published:
+                key = (window.spec.name, window.end_ms)
+                # Moved to the end, so windows go out in the order of their last change.
+                changed.pop(key, None)
+                changed[key] = window
+            writes.update(written)
+        return list(changed.values()), writes
 
     def apply(self, partial: Partial) -> tuple[list[AllTenantsWindow], dict[bytes, bytes | None]]:
         """Take one partial; return the windows to publish and the table entries to write."""
@@ -103,11 +125,9 @@ class AllTenantsState:
         """Return, per window size, the newest window ended by every partition's clock.
 
         A window without data in any partition is left out, like a tenant's.
+        Every partition sends the partial of each open window whose spans
+        changed, so a window holding data has partials here until it is final.
         """
-        # NOTE: partitions send partials only for windows whose spans changed
-        # since their last provisional records. Once input pauses, the window
-        # ending at closed_through may have none, and its size has no gauge
-        # (seen for 5m/1m), while the tenants' gauges sum their slices.
         closed_through = self.closed_through()
         if closed_through is None:
             return []

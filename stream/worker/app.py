@@ -411,12 +411,9 @@ class AdoptionApp:
             self._count(batch.runs, output)
 
     async def _add_all_tenants_batch(self, batch: RecordBatch) -> None:
-        # Each partial is one transaction, since each moves the all-tenants figure on.
-        for tp, records in batch.runs:
-            for record in records:
-                offsets = {tp: record.offset + 1}
-                async with self.transactions.batch("all-tenants", offsets) as output:
-                    self._add_all_tenants(record, output)
+        async with self.transactions.batch("all-tenants", next_offsets(batch.runs)) as output:
+            partials = [record for _, run in batch.runs for record in run]
+            self._add_all_tenants(partials, output)
 
     # Ingest
 
@@ -756,7 +753,7 @@ class AdoptionApp:
 
     # All tenants
 
-    def _add_all_tenants(self, record: Record, batch: BatchOutput) -> None:
+    def _add_all_tenants(self, records: Sequence[Record], batch: BatchOutput) -> None:
         if not self._all_tenants_restored:
             for key, value in self.all_tenants_table.data.items():
                 if value is not None:
@@ -765,8 +762,9 @@ class AdoptionApp:
             self.owns_all_tenants = True
 
         # The worker writes every record of its internal topics with a value.
-        partial = decode_partial(record.value or b"")
-        published, writes = self.all_tenants.apply(partial)
+        published, writes = self.all_tenants.apply_batch(
+            [decode_partial(record.value or b"") for record in records]
+        )
         computed_at_ms = wall_clock_ms()
         tenant = self.settings.all_tenants
         outgoing = batch.records

@@ -331,13 +331,15 @@ def test_take_provisional_changed_windows_only() -> None:
     state.count([interaction("p2", "t1", "phone", "10:06:00")])
     after_new_event = state.take_provisional()
 
-    # With no clock yet every window is open; only the next to close of each
-    # size is published, since the others overlap it.
+    # With no clock yet every window is open; for a tenant only the next to
+    # close of each size is published, since the others overlap it. The
+    # all-tenants partial has every window holding a changed span.
     assert summary(first) == [
         ("t1", "5m", at("10:05:00"), 1, 1, False),
         ("t1", "10m", at("10:05:00"), 1, 1, False),
         (ALL_TENANTS, "5m", at("10:05:00"), 1, 1, False),
         (ALL_TENANTS, "10m", at("10:05:00"), 1, 1, False),
+        (ALL_TENANTS, "10m", at("10:10:00"), 1, 1, False),
     ]
     assert again == []
     assert summary(after_new_event) == [
@@ -345,6 +347,7 @@ def test_take_provisional_changed_windows_only() -> None:
         ("t1", "10m", at("10:10:00"), 1, 2, False),
         (ALL_TENANTS, "5m", at("10:10:00"), 0, 1, False),
         (ALL_TENANTS, "10m", at("10:10:00"), 1, 2, False),
+        (ALL_TENANTS, "10m", at("10:15:00"), 0, 1, False),
     ]
 
 
@@ -667,7 +670,12 @@ def test_finish_restore_pending_matches_original() -> None:
     assert set(rebuilt.tenants) == set(original.tenants)
     for tenant, state in original.tenants.items():
         assert rebuilt.tenants[tenant].pending == state.pending, tenant
-        assert rebuilt.tenants[tenant].dirty == set(), tenant
+    # Only the all-tenants partial is sent again, for every pending window.
+    refreshed = rebuilt.take_provisional()
+    assert {window.tenant for window in refreshed} == {ALL_TENANTS}
+    assert {(windows.index(window.spec), window.end_ms) for window in refreshed} == (
+        original.tenants[ALL_TENANTS].pending
+    )
 
 
 def test_finish_restore_no_repeated_finals() -> None:
@@ -692,6 +700,6 @@ def test_finish_restore_no_repeated_finals() -> None:
     original.advance_clock(at("10:12:00"))
 
     assert after_restore == []
-    assert provisional == []
+    assert summary(provisional) == [(ALL_TENANTS, "5m", at("10:10:00"), 0, 1, False)]
     assert summary(rebuilt.close_windows()) == summary(original.close_windows())
     assert summary(original.close_windows()) == []

@@ -6,7 +6,7 @@ import pytest
 
 from stream.ingest.channels import ChannelClass
 from stream.settings import Settings, parse_windows
-from stream.worker.all_tenants import AllTenantsState, AllTenantsWindow
+from stream.worker.all_tenants import PROGRESS_KEY, AllTenantsState, AllTenantsWindow
 from stream.worker.messages import Partial, WindowSums
 
 MINUTE_MS = 60_000
@@ -63,6 +63,44 @@ def test_apply_sums_across_partitions(settings: Settings) -> None:
     assert summary(second) == [("5m", END, 3, 7, False)]
     assert summary(replaced) == [("5m", END, 4, 8, False)]
     assert replaced[0].counts.channels == {"chatbot": 4, "phone": 4}
+
+
+def test_batch_publishes_each_window_once_with_newest_sums(settings: Settings) -> None:
+    state = AllTenantsState(settings)
+    later = END + 5 * MINUTE_MS
+    closed = END + GRACE_MS
+
+    published, writes = state.apply_batch(
+        [
+            Partial(0, None, [sums("5m", END, 1, 0), sums("10m", later, 1, 0)]),
+            Partial(1, None, [sums("5m", END, 0, 2)]),
+            Partial(0, None, [sums("5m", END, 3, 0), sums("5m", later, 1, 1)]),
+            Partial(0, closed, []),
+            Partial(1, closed, []),
+            Partial(2, closed, []),
+        ]
+    )
+
+    # In the order of each window's last change; the 5m window ending at END closed last.
+    assert summary(published) == [
+        ("10m", later, 1, 1, False),
+        ("5m", later, 1, 2, False),
+        ("5m", END, 3, 5, True),
+    ]
+    # One write per key: the final window's entry is deleted, the open ones hold their sums.
+    assert set(writes) == {
+        f"10m|{later}".encode(),
+        f"5m|{later}".encode(),
+        f"5m|{END}".encode(),
+        PROGRESS_KEY,
+    }
+    assert writes[f"5m|{END}".encode()] is None
+    restored = AllTenantsState(settings)
+    for key, value in writes.items():
+        if value is not None:
+            restored.restore(key, value)
+    assert restored.progress == {0: closed, 1: closed, 2: closed}
+    assert sorted(restored.partials) == [("10m", later), ("5m", later)]
 
 
 def test_final_only_when_every_partition_passed(settings: Settings) -> None:

@@ -1,6 +1,7 @@
 """Tests of the counting stage, driven by hand with fake clocks and no broker."""
 
 import json
+import random
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -8,6 +9,8 @@ from typing import Any
 from stream.ingest.channels import ChannelClass
 from stream.ingest.events import Interaction
 from stream.settings import Settings, parse_windows
+from stream.windows.counts import WindowCounts
+from stream.worker.all_tenants import AllTenantsState
 from stream.worker.counting import COMPACT_AFTER_RECORDS, CountingStage, PartitionOutput
 from stream.worker.messages import Partial, Tick, decode_partial
 
@@ -573,3 +576,117 @@ def test_restore_ignores_other_partitions() -> None:
     assert from_shared.states[1].remembered_ids == 5
     assert from_shared.journals[1].live.keys() == own.entries.keys()
     assert from_shared.journals[1].next_sequence == stage.journals[1].next_sequence
+
+
+# The all-tenants figure
+
+
+def tenants_sum(stages: Iterable[CountingStage], window: str, end_ms: int) -> WindowCounts:
+    """Add up every tenant's sums of one window, over the partitions the stages own."""
+    total = WindowCounts()
+    for stage in stages:
+        for state in stage.states.values():
+            spec = next(spec for spec in state.windows if spec.name == window)
+            for tenant, tenant_state in state.tenants.items():
+                if tenant != stage.settings.all_tenants:
+                    total.add(state.sum_window(tenant_state, spec, end_ms))
+    return total
+
+
+def figure_gauges(figure: AllTenantsState) -> dict[str, tuple[int, WindowCounts]]:
+    return {spec.name: (end_ms, counts) for spec, end_ms, counts in figure.newest_windows()}
+
+
+def tenant_gauges(stage: CountingStage) -> dict[str, tuple[int, WindowCounts]]:
+    """Add up the tenants' gauge windows per size, as /metrics folds them."""
+    gauges: dict[str, tuple[int, WindowCounts]] = {}
+    for sample in stage.window_samples():
+        end_ms, counts = gauges.setdefault(sample.spec.name, (sample.end_ms, WindowCounts()))
+        assert end_ms == sample.end_ms
+        counts.add(sample.counts)
+    return gauges
+
+
+def random_events(rng: random.Random, prefix: str, first_ms: int, count: int) -> list[Interaction]:
+    channels = sorted(CHANNEL_CLASSES)
+    return [
+        event(
+            f"{prefix}-{number}",
+            f"t{rng.randrange(4)}",
+            rng.choice(channels),
+            first_ms + rng.randrange(0, 40_000),
+        )
+        for number in range(count)
+    ]
+
+
+def test_all_tenants_figure_adds_up_tenants_after_input_pauses() -> None:
+    # Each partition sends partials for the windows it changed. The figure
+    # must hold every partition's current sums of every window it publishes,
+    # whichever windows a partition last sent for its own tenants, and still
+    # show each window size's gauge once the input pauses.
+    clocks = FakeClocks(at("09:10:00"))
+    settings = make_settings("5m/1m,1h/5m,24h/1h")
+    stage = make_stage(clocks, settings)
+    figure = AllTenantsState(settings)
+    stage.restore(0, [])
+    stage.restore(1, [])
+    rng = random.Random(20261205)
+    published = 0
+
+    def send(output: PartitionOutput) -> None:
+        nonlocal published
+        for partial in partials(output, stage):
+            windows, _ = figure.apply(partial)
+            for window in windows:
+                if not window.final:
+                    published += 1
+                    assert window.counts == tenants_sum([stage], window.spec.name, window.end_ms)
+
+    for step in range(40):
+        occurred_ms = at("08:55:00") + step * 20_000
+        for partition in (0, 1):
+            events = random_events(rng, f"{partition}-{step}", occurred_ms, rng.randrange(0, 5))
+            clocks.advance(1.1)
+            send(stage.process(partition, events, [tick("a", occurred_ms - MINUTE_MS)]))
+    clocks.advance(IDLE_TIMEOUT_SECONDS + 1)
+    for partition in (0, 1):
+        send(stage.process(partition, [], [tick("a", None, quiet=True)]))
+
+    assert published > 0
+    assert stage.clocks() == {0: clocks.wall_ms, 1: clocks.wall_ms}
+    gauges = figure_gauges(figure)
+    assert sorted(gauges) == ["1h", "24h", "5m"]
+    assert gauges == tenant_gauges(stage)
+
+
+def test_all_tenants_figure_catches_up_after_restore() -> None:
+    # Events counted after a partition's last partial and before a restart
+    # reach the figure with the restored partition's first partial.
+    clocks = FakeClocks(at("09:30:00"))
+    settings = make_settings("5m/1m,15m/1m").model_copy(update={"internal_partitions": 1})
+    stage = make_stage(clocks, settings)
+    figure = AllTenantsState(settings)
+    journal = JournalTable()
+    stage.restore(0, [])
+    rng = random.Random(7)
+    for step in range(6):
+        occurred_ms = at("09:20:00") + step * 20_000
+        events = random_events(rng, str(step), occurred_ms, 3)
+        # Less than the publish interval apart: later steps send no partials.
+        # The clock runs a minute ahead, so each step's events are in the gauges' windows.
+        ticks = [tick("a", occurred_ms + MINUTE_MS)]
+        outputs = run(stage, clocks, 0, [(events, ticks)], journal, 0.3)
+        for partial in partials(outputs[0], stage):
+            figure.apply(partial)
+    assert figure_gauges(figure) != tenant_gauges(stage)
+
+    resumed = make_stage(clocks, settings)
+    resumed.restore(0, journal.items())
+    clocks.advance(1.1)
+    for partial in partials(resumed.process(0, [], [tick("a", at("09:22:40"))]), resumed):
+        figure.apply(partial)
+
+    gauges = figure_gauges(figure)
+    assert sorted(gauges) == ["15m", "5m"]
+    assert gauges == tenant_gauges(resumed)
