@@ -697,6 +697,55 @@ def test_readiness_follows_partition_assignment(
     wait_for(lambda: prometheus.values(ready) == [1.0], "adoption_worker_ready 1 in prometheus")
 
 
+def test_all_tenants_gauge_stays_after_input_pauses(
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+) -> None:
+    # Tenants spread over the counting partitions. Once the input pauses,
+    # their clocks follow the wall clock into windows that got no new event,
+    # but still hold the burst: the all-tenants gauge must show it there.
+    deployment = create_deployment(
+        kafka_bootstrap,
+        unique_name("prom-pause"),
+        tmp_path,
+        "2m/10s",
+        ADOPTION_GRACE_MS="10m",
+        ADOPTION_IDLE_TIMEOUT_MS="2s",
+    )
+    worker = WorkerProcess(deployment).start()
+    workers.append(worker)
+
+    now_ms = int(time.time() * 1000)
+    tenants = [f"tenant-{index}" for index in range(8)]
+    values = [
+        event(f"{tenant}-{number}", tenant, channel, now_ms - 30_000 + 700 * (index + number))
+        for index, tenant in enumerate(tenants)
+        for number, channel in enumerate(["faq", "chatbot", "phone"][: 1 + index % 3])
+    ]
+    produce(kafka_bootstrap, deployment.input_topic, values)
+
+    def following_wall_clock() -> str | None:
+        # Partitions without tenants have no clock and no lag sample.
+        body = worker.metrics_text()
+        lags = [value for _, value in metric_samples(body, "adoption_event_time_lag_seconds")]
+        counted = metric_samples(body, "adoption_events_counted_total")
+        done = counted == [({}, float(len(values)))] and lags and max(lags) < 2
+        return body if done else None
+
+    wait_for(following_wall_clock, "every counting partition's clock to follow the wall clock",
+             details=worker.log_tail)
+    # Across a step boundary of the window, so the gauge moves to a window
+    # that no event changed.
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        totals = by_tenant(worker.metrics_text(), "support_interactions", window="2m")
+        assert set(totals) == {*tenants, "*"}, totals
+        assert totals["*"] == len(values) == sum(totals[tenant] for tenant in tenants)
+        time.sleep(0.5)
+
+
 def test_all_tenants_series_follow_the_clock(
     kafka_bootstrap: str,
     unique_name: Callable[[str], str],
