@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -130,7 +131,9 @@ async def _demo(args: argparse.Namespace, bootstrap_servers: str) -> int:
         stderr=open(Path(environment["ADOPTION_DATA_DIR"]) / "worker.log", "wb"),  # noqa: SIM115
         start_new_session=True,
     )
-    print(f"worker log: {environment['ADOPTION_DATA_DIR']}/worker.log")
+    data_dir = Path(environment["ADOPTION_DATA_DIR"])
+    print(f"worker log: {data_dir}/worker.log")
+    failed = True
     try:
         await _wait_ready(web_port, worker)
         printer = asyncio.create_task(
@@ -152,8 +155,18 @@ async def _demo(args: argparse.Namespace, bootstrap_servers: str) -> int:
             )
             await _send_generated(bootstrap_servers, settings.input_topics[0], events)
         await _wait_quiet(printer, quiet_seconds=20.0, keep_running=args.keep_running)
+        failed = False
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Ctrl-C is how a demo with --keep-running ends.
+        failed = False
+        raise
     finally:
         _stop(worker)
+        # The state in it belongs to this run's topics, which no later run reads.
+        if failed:
+            print(f"the worker's log and state are kept in {data_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 
