@@ -228,6 +228,7 @@ class AdoptionApp:
             value_serializer="raw",
             stream_buffer_maxsize=max(4_096, settings.batch_max_events * 2),
             broker_max_poll_records=max(500, settings.batch_max_events),
+            consumer_max_fetch_size=settings.max_partition_fetch_bytes,
             table_standby_replicas=0,
             **extra,
         )

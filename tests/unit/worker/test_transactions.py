@@ -176,6 +176,14 @@ def test_at_least_once_app_keeps_faust_defaults(tmp_path: Path) -> None:
     assert app.conf.TableManager is not CommittedTableManager
 
 
+def test_app_fetches_setting_bytes_per_partition(tmp_path: Path) -> None:
+    default = AdoptionApp(Settings(data_dir=tmp_path)).app
+    smaller = AdoptionApp(Settings(data_dir=tmp_path, max_partition_fetch_bytes=65_536)).app
+
+    assert default.conf.consumer_max_fetch_size == 4 * 1024 * 1024
+    assert smaller.conf.consumer_max_fetch_size == 65_536
+
+
 # Readiness
 
 
