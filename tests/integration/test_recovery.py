@@ -288,6 +288,9 @@ def test_join_inside_backlog_counts_each_event_once(
         ADOPTION_WINDOWS="1h/1h",
         ADOPTION_IDLE_TIMEOUT_MS="20s",
         ADOPTION_PROCESSING_GUARANTEE=guarantee,
+        # 256 KiB a partition: still thousands of records a fetch, and slow
+        # enough that the backlog lasts until the second worker joins.
+        ADOPTION_MAX_PARTITION_FETCH_BYTES="262144",
     )
     load, invalid, first = start_backlog(deployment, 600_000, launch, send_first=True)
     # The first worker reads faster than a second one starts, so it waits,
