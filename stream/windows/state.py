@@ -385,6 +385,9 @@ class PartitionState:
                     if holds_span and (index, ended) in pending:
                         chosen.add((index, ended))
                     first_end = max(first_end, ended + spec.step_ms)
+                # NOTE: only the earliest such window per size is chosen. When a
+                # tenant's changed spans straddle a step boundary, the later
+                # window gets no provisional record until it changes again.
                 if (
                     first_end <= span_start + spec.size_ms
                     and first_end < next_end.get(index, 2**62)
