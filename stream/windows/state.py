@@ -355,9 +355,10 @@ class PartitionState:
     def take_provisional(self) -> list[ClosedWindow]:
         """Return, per tenant and window size, the changed windows a reader watches.
 
-        These are the window that closes next and the newest one that has
-        ended, which the gauges show until it is final. Other open windows
-        overlap them and get their final record when they close. The
+        These are the window that closes next, the one that closes next after
+        the newest changed span, and the newest one that has ended, which the
+        gauges show until it is final. Other open windows overlap them and get
+        their final record when they close. The
         all-tenants partial is the exception: every changed open window, since
         the all-tenants figure adds up partitions' sums and has no slices to
         sum itself. The changes are then forgotten.
@@ -375,6 +376,7 @@ class PartitionState:
             pending = state.pending
             chosen: set[WindowId] = set()
             next_end: dict[int, int] = {}
+            newest_end: dict[int, int] = {}
             for index, span_start in state.dirty:
                 spec = windows[index]
                 # The windows holding the span end from one step to one size after it.
@@ -385,16 +387,14 @@ class PartitionState:
                     if holds_span and (index, ended) in pending:
                         chosen.add((index, ended))
                     first_end = max(first_end, ended + spec.step_ms)
-                # NOTE: only the earliest such window per size is chosen. When a
-                # tenant's changed spans straddle a step boundary, the later
-                # window gets no provisional record until it changes again.
-                if (
-                    first_end <= span_start + spec.size_ms
-                    and first_end < next_end.get(index, 2**62)
-                    and (index, first_end) in pending
-                ):
-                    next_end[index] = first_end
+                if first_end > span_start + spec.size_ms or (index, first_end) not in pending:
+                    continue
+                next_end[index] = min(first_end, next_end.get(index, first_end))
+                newest_end[index] = max(first_end, newest_end.get(index, first_end))
+            # When the changed spans straddle a step boundary, the window that
+            # closes next and the one of the newest events differ: both change.
             chosen.update(next_end.items())
+            chosen.update(newest_end.items())
             for window in sorted(chosen, key=lambda item: (item[1], item[0])):
                 changed.append(self._window(tenant, state, window, final=False))
             state.dirty.clear()

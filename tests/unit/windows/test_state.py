@@ -351,6 +351,26 @@ def test_take_provisional_changed_windows_only() -> None:
     ]
 
 
+def test_take_provisional_straddling_spans() -> None:
+    # Events on both sides of a step boundary since the last provisional
+    # records: the window of the newer ones changed too, so it is published.
+    state = new_state(windows=(WindowSpec(name="5m", size_ms=5 * MINUTE_MS, step_ms=MINUTE_MS),))
+    state.advance_clock(at("10:00:30"))
+    state.count(
+        [
+            interaction("s1", "t1", "chatbot", "10:00:40"),
+            interaction("s2", "t1", "phone", "10:01:10"),
+        ]
+    )
+
+    provisional = [window for window in state.take_provisional() if window.tenant == "t1"]
+
+    assert summary(provisional) == [
+        ("t1", "5m", at("10:01:00"), 1, 1, False),
+        ("t1", "5m", at("10:02:00"), 1, 2, False),
+    ]
+
+
 def test_take_provisional_skips_closed_windows() -> None:
     state = new_state()
     state.count([interaction("q1", "t1", "chatbot", "10:01:00")])
