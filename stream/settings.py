@@ -111,7 +111,8 @@ class Settings(BaseSettings):
     batch_within_ms: int = Field(default=200, ge=1)
     # Kafka's default of 1 MiB per partition and fetch halved the worker's
     # rate on a backlog, since each fetch costs a round trip of the fetch loop.
-    max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # The fetch request carries it as a 32-bit signed integer.
+    max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=2**31 - 1)
     publish_interval_ms: int = 1_000
     commit_interval_ms: int = Field(default=1_000, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1)

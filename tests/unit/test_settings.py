@@ -76,6 +76,20 @@ def test_env_overrides_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert from_env.idle_timeout_ms == 45_000
 
 
+@pytest.mark.parametrize("text", ["1023", "2147483648", "abc"])
+def test_max_partition_fetch_bytes_rejected(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setenv("ADOPTION_MAX_PARTITION_FETCH_BYTES", text)
+
+    with pytest.raises(ConfigError, match="max_partition_fetch_bytes"):
+        load_settings()
+
+
+def test_max_partition_fetch_bytes_largest_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_MAX_PARTITION_FETCH_BYTES", "2147483647")
+
+    assert load_settings().max_partition_fetch_bytes == 2**31 - 1
+
+
 def test_settings_frozen() -> None:
     settings = load_settings()
 
