@@ -102,6 +102,7 @@ class AllTenantsState:
         published: list[AllTenantsWindow] = []
         closed_through = self.closed_through()
         specs = {spec.name: spec for spec in self.settings.windows}
+        watched = _watched(changed, specs, closed_through)
         for key in sorted(self.partials, key=lambda item: (item[1], item[0])):
             spec = specs.get(key[0])
             if spec is None:
@@ -109,7 +110,7 @@ class AllTenantsState:
                 writes[_window_key(key)] = None
                 continue
             final = closed_through is not None and key[1] + self.settings.grace_ms <= closed_through
-            if not final and key not in changed:
+            if not final and key not in watched:
                 continue
             window = AllTenantsWindow(spec, key[1], self._sum(key), final)
             published.append(window)
@@ -218,6 +219,36 @@ class AllTenantsState:
                 for p, counts in self.partials[key].items()
             ]
         )
+
+
+def _watched(
+    changed: set[tuple[str, int]], specs: dict[str, WindowSpec], closed_through: int | None
+) -> set[tuple[str, int]]:
+    """Return the changed windows worth a provisional record, as for a tenant.
+
+    Per window size: the newest window ended by the figure's clock, the
+    next to close after it, and the newest. The partials of the others are
+    kept for their final records, but a history replay changes thousands of
+    windows at once and their provisional records would flood the output.
+    """
+    by_name: dict[str, list[int]] = {}
+    for name, end_ms in changed:
+        by_name.setdefault(name, []).append(end_ms)
+    watched: set[tuple[str, int]] = set()
+    for name, ends in by_name.items():
+        spec = specs.get(name)
+        if spec is None:
+            continue
+        later = ends
+        if closed_through is not None:
+            ended = closed_through - closed_through % spec.step_ms
+            if ended in ends:
+                watched.add((name, ended))
+            later = [end_ms for end_ms in ends if end_ms > ended]
+        if later:
+            watched.add((name, min(later)))
+            watched.add((name, max(later)))
+    return watched
 
 
 def _window_key(key: tuple[str, int]) -> bytes:

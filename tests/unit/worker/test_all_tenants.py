@@ -103,6 +103,29 @@ def test_batch_publishes_each_window_once_with_newest_sums(settings: Settings) -
     assert sorted(restored.partials) == [("10m", later), ("5m", later)]
 
 
+def test_replay_publishes_watched_windows_only(settings: Settings) -> None:
+    # A replayed backlog changes a window of every step at once: only the
+    # ended one, the next to close and the newest get provisional records.
+    state = AllTenantsState(settings)
+    for partition in (1, 2):
+        state.apply(Partial(partition, at("10:12:00"), []))
+    ends = [END + number * 5 * MINUTE_MS for number in range(6)]
+
+    published, writes = state.apply(
+        Partial(0, at("10:12:00"), [sums("5m", end, 1, 1) for end in ends])
+    )
+
+    # Windows ending up to 10:10 are final at 10:12 with two minutes of grace.
+    assert summary(published) == [
+        ("5m", at("10:05:00"), 1, 2, True),
+        ("5m", at("10:10:00"), 1, 2, True),
+        ("5m", at("10:15:00"), 1, 2, False),
+        ("5m", at("10:30:00"), 1, 2, False),
+    ]
+    # Every window's partial is kept for its final record.
+    assert len([key for key in writes if key != PROGRESS_KEY]) == len(ends)
+
+
 def test_final_only_when_every_partition_passed(settings: Settings) -> None:
     state = AllTenantsState(settings)
     closed = END + GRACE_MS
