@@ -132,7 +132,7 @@ async def _demo(args: argparse.Namespace, bootstrap_servers: str) -> int:
         start_new_session=True,
     )
     data_dir = Path(environment["ADOPTION_DATA_DIR"])
-    print(f"worker log: {data_dir}/worker.log")
+    print(f"worker log: {data_dir}/worker.log (removed when the demo ends without error)")
     failed = True
     try:
         await _wait_ready(web_port, worker)

@@ -115,7 +115,7 @@ class CountingStage:
             partition,
             len(entries),
             time.monotonic() - started,
-            len(state.tenants),
+            len(state.tenants.keys() - {self.settings.all_tenants}),
             ms_to_rfc3339(state.clock_ms) if state.clock_ms is not None else "unset",
         )
         return state

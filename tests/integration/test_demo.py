@@ -33,7 +33,7 @@ def test_demo_shows_share_rising_over_years(kafka_bootstrap: str) -> None:
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     # The worker's folder of this run is removed once the demo ends well.
-    log_line = re.search(r"^worker log: (.+)/worker\.log$", completed.stdout, re.MULTILINE)
+    log_line = re.search(r"^worker log: (.+)/worker\.log ", completed.stdout, re.MULTILINE)
     assert log_line is not None, completed.stdout[:3000]
     assert not Path(log_line.group(1)).exists()
 
