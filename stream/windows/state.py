@@ -392,7 +392,7 @@ class PartitionState:
                 next_end[index] = min(first_end, next_end.get(index, first_end))
                 newest_end[index] = max(first_end, newest_end.get(index, first_end))
             # When the changed spans straddle a step boundary, the window that
-            # closes next and the one of the newest events differ: both change.
+            # closes next and the window of the newest events differ, and both changed.
             chosen.update(next_end.items())
             chosen.update(newest_end.items())
             for window in sorted(chosen, key=lambda item: (item[1], item[0])):

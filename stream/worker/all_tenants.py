@@ -49,11 +49,11 @@ class AllTenantsState:
     def apply_batch(
         self, partials: Iterable[Partial]
     ) -> tuple[list[AllTenantsWindow], dict[bytes, bytes | None]]:
-        """Take partials in order; return each window to publish once, and the entries to write.
+        """Apply partials in order and return the windows to publish and the table entries to write.
 
         Partitions send the partial of every open window they changed, so a
-        batch often changes one window several times: its newest sums are
-        the one record worth publishing, and each table key needs one write.
+        batch often changes one window several times. Each window is
+        published once with its newest sums, and each table key written once.
         """
         changed: dict[tuple[str, int], AllTenantsWindow] = {}
         writes: dict[bytes, bytes | None] = {}

@@ -697,7 +697,7 @@ def test_readiness_follows_partition_assignment(
     wait_for(lambda: prometheus.values(ready) == [1.0], "adoption_worker_ready 1 in prometheus")
 
 
-def test_all_tenants_gauge_stays_after_input_pauses(
+def test_all_tenants_gauge_after_pause(
     kafka_bootstrap: str,
     unique_name: Callable[[str], str],
     tmp_path: Path,

@@ -331,7 +331,7 @@ def test_take_provisional_changed_windows_only() -> None:
     state.count([interaction("p2", "t1", "phone", "10:06:00")])
     after_new_event = state.take_provisional()
 
-    # With no clock yet every window is open; for a tenant only the next to
+    # With no clock yet every window is open. For a tenant only the next to
     # close of each size is published, since the others overlap it. The
     # all-tenants partial has every window holding a changed span.
     assert summary(first) == [

@@ -65,7 +65,7 @@ def test_apply_sums_across_partitions(settings: Settings) -> None:
     assert replaced[0].counts.channels == {"chatbot": 4, "phone": 4}
 
 
-def test_batch_publishes_each_window_once_with_newest_sums(settings: Settings) -> None:
+def test_batch_publishes_window_once(settings: Settings) -> None:
     state = AllTenantsState(settings)
     later = END + 5 * MINUTE_MS
     closed = END + GRACE_MS
@@ -81,7 +81,7 @@ def test_batch_publishes_each_window_once_with_newest_sums(settings: Settings) -
         ]
     )
 
-    # In the order of each window's last change; the 5m window ending at END closed last.
+    # Windows go out in the order of their last change. The 5m window ending at END closed last.
     assert summary(published) == [
         ("10m", later, 1, 1, False),
         ("5m", later, 1, 2, False),
@@ -103,7 +103,7 @@ def test_batch_publishes_each_window_once_with_newest_sums(settings: Settings) -
     assert sorted(restored.partials) == [("10m", later), ("5m", later)]
 
 
-def test_replay_publishes_watched_windows_only(settings: Settings) -> None:
+def test_replay_publishes_watched_windows(settings: Settings) -> None:
     # A replayed backlog changes a window of every step at once: only the
     # ended one, the next to close and the newest get provisional records.
     state = AllTenantsState(settings)

@@ -620,7 +620,7 @@ def random_events(rng: random.Random, prefix: str, first_ms: int, count: int) ->
     ]
 
 
-def test_all_tenants_figure_adds_up_tenants_after_input_pauses() -> None:
+def test_all_tenants_gauge_after_pause() -> None:
     # Each partition sends partials for the windows it changed. The figure
     # must hold every partition's current sums of every window it publishes,
     # whichever windows a partition last sent for its own tenants, and still
@@ -660,7 +660,7 @@ def test_all_tenants_figure_adds_up_tenants_after_input_pauses() -> None:
     assert gauges == tenant_gauges(stage)
 
 
-def test_all_tenants_figure_catches_up_after_restore() -> None:
+def test_all_tenants_after_restore() -> None:
     # Events counted after a partition's last partial and before a restart
     # reach the figure with the restored partition's first partial.
     clocks = FakeClocks(at("09:30:00"))
