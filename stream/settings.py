@@ -9,6 +9,7 @@ and environment variables named after the fields with the prefix
 """
 
 import os
+import re
 import socket
 from functools import reduce
 from math import gcd
@@ -32,6 +33,12 @@ from stream.windows.spec import WindowSpec
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "config"
 DEFAULT_CONFIG_FILE = CONFIG_DIR / "adoption-rate.toml"
+
+# Kafka accepts topic names of at most 249 of these characters. The app id
+# prefixes the internal topics, the longest being "<app_id>-all-tenants-changelog".
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
+MAX_TOPIC_NAME = 249
+LONGEST_INTERNAL_SUFFIX = len("-all-tenants-changelog")
 
 DURATION_FIELDS = (
     "grace_ms",
@@ -154,6 +161,23 @@ class Settings(BaseSettings):
     def _check_topics(self) -> "Settings":
         if not self.input_topics:
             raise ValueError("input_topics is empty: name at least one topic to consume")
+        named = [("input_topics", topic, MAX_TOPIC_NAME) for topic in self.input_topics] + [
+            ("output_topic", self.output_topic, MAX_TOPIC_NAME),
+            ("dead_letter_topic", self.dead_letter_topic, MAX_TOPIC_NAME),
+            ("alerts_topic", self.alerts_topic, MAX_TOPIC_NAME),
+            ("app_id", self.app_id, MAX_TOPIC_NAME - LONGEST_INTERNAL_SUFFIX),
+        ]
+        for field, name, longest in named:
+            if not TOPIC_NAME.fullmatch(name) or name in {".", ".."}:
+                raise ValueError(
+                    f"{field} {name!r} is not a Kafka topic name: use letters, digits, "
+                    "'.', '_' and '-'; separate input topics with commas"
+                )
+            if len(name) > longest:
+                raise ValueError(
+                    f"{field} is {len(name)} characters long, more than the {longest} "
+                    "Kafka topic names allow"
+                )
         if self.dedup_horizon_ms is not None and (
             self.dedup_horizon_ms < self.grace_ms + self.slice_ms
         ):

@@ -8,6 +8,7 @@ import pytest
 from stream.errors import ConfigError
 from stream.settings import Settings, load_settings
 from stream.windows.spec import WindowSpec
+from stream.worker.topics import internal_topics
 
 MINUTE_MS = 60_000
 
@@ -168,6 +169,51 @@ def test_env_input_topics_empty(monkeypatch: pytest.MonkeyPatch, text: str) -> N
     monkeypatch.setenv("ADOPTION_INPUT_TOPICS", text)
 
     with pytest.raises(ConfigError, match="input_topics is empty"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("ADOPTION_INPUT_TOPICS", '["events"]', "input_topics"),
+        ("ADOPTION_INPUT_TOPICS", "events;audit", "input_topics"),
+        ("ADOPTION_OUTPUT_TOPIC", "rates per tenant", "output_topic"),
+        ("ADOPTION_DEAD_LETTER_TOPIC", "..", "dead_letter_topic"),
+        ("ADOPTION_ALERTS_TOPIC", "alerts/high", "alerts_topic"),
+        ("ADOPTION_APP_ID", "adoption:rate", "app_id"),
+    ],
+)
+def test_topic_name_kafka_rejects(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError, match=f"{field} .* is not a Kafka topic name"):
+        load_settings()
+
+
+def test_topic_names_at_kafka_length_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ADOPTION_OUTPUT_TOPIC", "o" * 249)
+    monkeypatch.setenv("ADOPTION_APP_ID", "a" * 227)
+
+    settings = load_settings()
+
+    assert max(len(topic) for topic in internal_topics(settings)) == 249
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ADOPTION_OUTPUT_TOPIC", "o" * 250, "output_topic is 250 characters long, more than the 249"),
+        ("ADOPTION_APP_ID", "a" * 228, "app_id is 228 characters long, more than the 227"),
+    ],
+)
+def test_topic_name_too_long(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError, match=message):
         load_settings()
 
 
