@@ -6,6 +6,7 @@ every partition has closed it, so the figure is one correct number however
 tenants are spread over partitions and workers.
 """
 
+import heapq
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,6 +42,12 @@ class AllTenantsState:
 
     settings: Settings
     partials: dict[tuple[str, int], dict[int, SliceCounts]] = field(default_factory=dict)
+    # Ends and names of the windows in ``partials``, as a heap, so that
+    # finding the windows a partial makes final does not scan all of them: a
+    # replay of history leaves hundreds of thousands open at once.
+    _ends: list[tuple[int, str]] = field(default_factory=list)
+    # Restored entries of windows no longer configured, deleted on the next apply.
+    _unconfigured: set[tuple[str, int]] = field(default_factory=set)
     progress: dict[int, int | None] = field(default_factory=dict)
     empty: set[int] = field(default_factory=set)
     newest_final: dict[str, AllTenantsWindow] = field(default_factory=dict)
@@ -69,26 +76,31 @@ class AllTenantsState:
 
     def apply(self, partial: Partial) -> tuple[list[AllTenantsWindow], dict[bytes, bytes | None]]:
         """Take one partial; return the windows to publish and the table entries to write."""
-        writes: dict[bytes, bytes | None] = {}
+        writes: dict[bytes, bytes | None] = dict.fromkeys(map(_window_key, self._unconfigured))
+        self._unconfigured.clear()
         changed: set[tuple[str, int]] = set()
+        specs = {spec.name: spec for spec in self.settings.windows}
         closed_before = self._closed_by_data()
         for sums in partial.windows:
             key = (sums.window, sums.end_ms)
-            if (
-                closed_before is not None
-                and key not in self.partials
-                and sums.end_ms + self.settings.grace_ms <= closed_before
-            ):
-                # Its final record is out; a second, partial one would contradict it.
-                self.log.warning(
-                    "ignored partial",
-                    "ignored partial of partition %d for window %s ending %s, already final",
-                    partial.partition,
-                    sums.window,
-                    sums.end_ms,
-                )
+            if sums.window not in specs:
+                # Sent before the windows were reconfigured: nothing will close it.
+                writes[_window_key(key)] = None
                 continue
-            by_partition = self.partials.setdefault(key, {})
+            by_partition = self.partials.get(key)
+            if by_partition is None:
+                if closed_before is not None and sums.end_ms + self.settings.grace_ms <= closed_before:
+                    # Its final record is out; a second, partial one would contradict it.
+                    self.log.warning(
+                        "ignored partial",
+                        "ignored partial of partition %d for window %s ending %s, already final",
+                        partial.partition,
+                        sums.window,
+                        sums.end_ms,
+                    )
+                    continue
+                by_partition = self.partials[key] = {}
+                heapq.heappush(self._ends, (sums.end_ms, sums.window))
             by_partition[partial.partition] = {
                 (int(cls), str(channel)): int(number) for cls, channel, number in sums.counts
             }
@@ -99,19 +111,13 @@ class AllTenantsState:
                 [[p, ms, p in self.empty] for p, ms in self.progress.items()]
             )
 
-        published: list[AllTenantsWindow] = []
         closed_through = self.closed_through()
-        specs = {spec.name: spec for spec in self.settings.windows}
-        watched = _watched(changed, specs, closed_through)
-        for key in sorted(self.partials, key=lambda item: (item[1], item[0])):
-            spec = specs.get(key[0])
-            if spec is None:
-                del self.partials[key]
-                writes[_window_key(key)] = None
-                continue
-            final = closed_through is not None and key[1] + self.settings.grace_ms <= closed_through
-            if not final and key not in watched:
-                continue
+        finals = self._pop_final(closed_through)
+        provisional = _watched(changed, specs, closed_through).difference(finals)
+        published: list[AllTenantsWindow] = []
+        for key in sorted([*finals, *provisional], key=lambda item: (item[1], item[0])):
+            spec = specs[key[0]]
+            final = key in finals
             window = AllTenantsWindow(spec, key[1], self._sum(key), final)
             published.append(window)
             if final:
@@ -121,6 +127,18 @@ class AllTenantsState:
                 if newest is None or newest.end_ms < window.end_ms:
                     self.newest_final[spec.name] = window
         return published, writes
+
+    def _pop_final(self, closed_through: int | None) -> set[tuple[str, int]]:
+        """Take from the heap the windows whose end plus grace every partition has passed."""
+        finals: set[tuple[str, int]] = set()
+        if closed_through is None:
+            return finals
+        ends = self._ends
+        while ends and ends[0][0] + self.settings.grace_ms <= closed_through:
+            end_ms, name = heapq.heappop(ends)
+            if (name, end_ms) in self.partials:
+                finals.add((name, end_ms))
+        return finals
 
     def newest_windows(self) -> list[tuple[WindowSpec, int, WindowCounts]]:
         """Return, per window size, the newest window ended by every partition's clock.
@@ -202,7 +220,13 @@ class AllTenantsState:
             self.empty = {int(entry[0]) for entry in document if len(entry) > 2 and entry[2]}
             return
         window, _, end = key.decode().rpartition("|")
-        self.partials[(window, int(end))] = {
+        window_key = (window, int(end))
+        if window not in {spec.name for spec in self.settings.windows}:
+            self._unconfigured.add(window_key)
+            return
+        if window_key not in self.partials:
+            heapq.heappush(self._ends, (window_key[1], window))
+        self.partials[window_key] = {
             int(p): {(int(cls), str(ch)): int(n) for cls, ch, n in counts} for p, counts in document
         }
 

@@ -285,3 +285,51 @@ def test_empty_partitions_survive_restore(settings: Settings) -> None:
 
     assert restored.progress == {0: END, 1: at("18:00:00")}
     assert restored.empty == {1}
+
+
+class _NoScan(dict[tuple[str, int], dict[int, dict[tuple[int, str], int]]]):
+    """Open windows that fail the test when iterated as a whole."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("a partial scanned every open window")
+
+
+def test_partial_does_not_scan_open_windows(settings: Settings) -> None:
+    # A replay of years leaves hundreds of thousands of windows open until
+    # every partition closes them; scanning them per partial blocked the worker.
+    state = AllTenantsState(settings)
+    ends = [END + number * 5 * MINUTE_MS for number in range(1_000)]
+    for start in range(0, len(ends), 200):
+        state.apply(Partial(0, None, [sums("5m", end, 1, 1) for end in ends[start:start + 200]]))
+    state.partials = _NoScan(state.partials)
+    for partition in (0, 1):
+        state.apply(Partial(partition, END + GRACE_MS + 5 * MINUTE_MS, []))
+
+    published, _ = state.apply(
+        Partial(2, END + GRACE_MS + 5 * MINUTE_MS, [sums("5m", ends[-1], 1, 0)])
+    )
+
+    assert summary(published) == [
+        ("5m", END, 1, 2, True),
+        ("5m", END + 5 * MINUTE_MS, 1, 2, True),
+        ("5m", ends[-1], 2, 3, False),
+    ]
+    assert len(state.partials) == len(ends) - 2
+
+
+def test_restored_unconfigured_window_deleted(settings: Settings) -> None:
+    # Windows were reconfigured between a stop and a start: the old size's
+    # entries are removed from the table rather than kept forever.
+    before = AllTenantsState(
+        Settings(windows=parse_windows("5m,1h"), grace_ms=GRACE_MS, internal_partitions=3)
+    )
+    _, table = before.apply(Partial(0, None, [sums("1h", END, 1, 0), sums("5m", END, 1, 0)]))
+    state = AllTenantsState(settings)
+    for key, value in table.items():
+        assert value is not None
+        state.restore(key, value)
+
+    _, writes = state.apply(Partial(1, None, []))
+
+    assert writes == {b"1h|" + str(END).encode(): None}
+    assert sorted(state.partials) == [("5m", END)]
