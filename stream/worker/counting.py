@@ -247,6 +247,18 @@ class CountingStage:
             # wait for it forever. Its first data takes that report back.
             self._empty_progress[partition] = wall_ms
 
+    def _publish_interval_ms(self, state: PartitionState, wall_ms: int) -> int:
+        """Return how often the partition may publish provisional records now.
+
+        Live input keeps the clock within grace of the wall clock. A clock
+        further behind means a backlog or a replay of history, whose windows
+        get their final records as fast as the partition reads.
+        """
+        interval = self.settings.publish_interval_ms
+        if state.clock_ms is not None and state.clock_ms < wall_ms - self.settings.grace_ms:
+            return max(interval, self.settings.catch_up_publish_interval_ms)
+        return interval
+
     def _publish(
         self, partition: int, state: PartitionState, output: PartitionOutput, now: float
     ) -> None:
@@ -254,7 +266,7 @@ class CountingStage:
         closed = state.close_windows()
         provisional: list[ClosedWindow] = []
         if now - self._last_provisional.get(partition, 0.0) >= (
-            self.settings.publish_interval_ms / 1000
+            self._publish_interval_ms(state, computed_at_ms) / 1000
         ):
             provisional = state.take_provisional()
             self._last_provisional[partition] = now

@@ -186,6 +186,38 @@ def run(
     return outputs
 
 
+# Provisional records
+
+
+def provisional_batches(wall_clock_time: str, **overrides: Any) -> list[int]:
+    """Feed ten batches a second apart with a watermark of 09:59:50; return the seconds with provisionals."""
+    clocks = FakeClocks(at(wall_clock_time))
+    stage = make_stage(clocks, make_settings(**overrides))
+    stage.restore(0, [])
+    published = []
+    for second in range(1, 11):
+        clocks.advance(1.0)
+        events = [event(f"e{second}", "t1", "faq", at("09:59:40") + second)]
+        output = stage.process(0, events, [tick("a", at("09:59:50"))])
+        if output.provisionals:
+            published.append(second)
+    return published
+
+
+def test_live_partition_publishes_every_interval() -> None:
+    assert provisional_batches("10:00:00") == list(range(1, 11))
+
+
+def test_catching_up_partition_publishes_less_often() -> None:
+    # The clock trails the wall clock by two hours, more than the grace of
+    # two minutes: a backlog, whose windows are final soon anyway.
+    assert provisional_batches("12:00:00") == [5, 10]
+
+
+def test_catch_up_interval_zero_keeps_publish_interval() -> None:
+    assert provisional_batches("12:00:00", catch_up_publish_interval_ms=0) == list(range(1, 11))
+
+
 # Watermarks
 
 
