@@ -1,8 +1,8 @@
-"""Writers of each agent batch: through Faust, or as one Kafka transaction per batch.
+"""Writers of each agent batch: acknowledged writes, or one Kafka transaction per batch.
 
-With ``processing_guarantee = "at_least_once"`` records go through the
-worker's producer, table changes through Faust, and Faust commits the offsets
-of acknowledged records.
+With ``processing_guarantee = "at_least_once"`` records, and after them the
+table changelog records, go through the worker's producer, and Faust
+commits the offsets of acknowledged records.
 
 With ``"exactly_once"`` every agent batch is one Kafka transaction on a
 transactional producer owned by that agent. The records the batch sends, its
@@ -42,8 +42,6 @@ class ChangelogTable(Protocol):
 
     @property
     def changelog_topic(self) -> TopicT: ...
-
-    def send_changelog(self, partition: int | None, key: Any, value: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +127,8 @@ class BatchTransactions:
         """Yield the output of one batch to fill, and write it when the block ends.
 
         At least once, the records go out through the worker's producer and,
-        once acknowledged, the table changes through Faust; Faust commits the
-        offsets of the batch after the agent acknowledges its records. Exactly
+        once acknowledged, the table changes; Faust commits the offsets of
+        the batch after the agent acknowledges its records. Exactly
         once, records, changelog records and ``offsets``, the offsets after the
         batch's records, commit as one transaction. On an error the transaction is
         aborted and the error re-raised, so the caller can stop the process
@@ -140,9 +138,12 @@ class BatchTransactions:
         if not self.exactly_once:
             yield output
             await self._writer.write(output.records)
+            # Faust's table API would queue each changelog record on its own,
+            # and its commit would wait for all of them: a replay of history
+            # writes hundreds of thousands, and stalled commits for a minute.
+            await self._writer.write(changelog_record(change) for change in output.changes)
             for change in output.changes:
                 store_in_table(change.table, change.key, change.value)
-                change.table.send_changelog(change.partition, change.key, change.value)
             return
 
         producer = await self._producer(agent)

@@ -19,7 +19,12 @@ from stream.worker.read_committed import (
     ReadCommittedTransport,
     last_record_offset,
 )
-from stream.worker.transactions import store_in_table, transactional_id
+from stream.worker.transactions import (
+    BatchTransactions,
+    TableChange,
+    store_in_table,
+    transactional_id,
+)
 
 
 # Transactional ids
@@ -56,6 +61,48 @@ def test_store_in_table_sets_and_deletes() -> None:
     store_in_table(table, b"gone", None)  # type: ignore[arg-type]
     store_in_table(table, b"never-set", None)  # type: ignore[arg-type]
 
+    assert table.data == {b"kept": b"2"}
+
+
+@dataclass
+class ChangelogTopic:
+    name: str
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+@dataclass
+class ChangelogFakeTable(FakeTable):
+    changelog_topic: ChangelogTopic = field(default_factory=lambda: ChangelogTopic("journal"))
+
+
+def test_at_least_once_batch_writes_changelog_after_records() -> None:
+    # A journal record that closes windows must not be durable before their
+    # final records, and a history replay's many table changes go out in
+    # client batches, not one Faust send each.
+    writer = ScriptedWriter()
+    table = ChangelogFakeTable({b"gone": b"1"})
+    transactions = BatchTransactions(Settings(), None, writer)  # type: ignore[arg-type]
+    final = OutgoingRecord("rates", b"t1|5m", b"{}")
+    written_in_batch: list[OutgoingRecord] = []
+
+    async def write_batch() -> None:
+        async with transactions.batch("count", {}) as output:
+            output.records.append(final)
+            output.changes.append(TableChange(table, 2, b"kept", b"2"))  # type: ignore[arg-type]
+            output.changes.append(TableChange(table, 3, b"gone", None))  # type: ignore[arg-type]
+            written_in_batch.extend(writer.written)
+
+    asyncio.run(write_batch())
+
+    assert written_in_batch == []
+    assert writer.written == [
+        final,
+        OutgoingRecord("journal", b"kept", b"2", partition=2),
+        OutgoingRecord("journal", b"gone", None, partition=3),
+    ]
+    assert writer.calls == 2
     assert table.data == {b"kept": b"2"}
 
 
@@ -210,8 +257,10 @@ class ScriptedWriter:
         self.fail = False
         self.hang = False
         self.written: list[OutgoingRecord] = []
+        self.calls = 0
 
     async def write(self, records: Any) -> None:
+        self.calls += 1
         if self.fail:
             raise KafkaConnectionError("broker unreachable")
         if self.hang:
