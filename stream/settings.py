@@ -122,9 +122,9 @@ class Settings(BaseSettings):
     # The fetch request carries it as a 32-bit signed integer.
     max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=2**31 - 1)
     publish_interval_ms: int = 1_000
-    # A partition whose clock trails the wall clock by more than grace reads
-    # a backlog or a replay: its windows turn final within seconds, and
-    # provisional records at the live interval cost a sixth of its rate.
+    # A partition whose newest event is older than grace reads a backlog or
+    # a replay: its windows turn final within seconds, and provisional
+    # records at the live interval cost a sixth of its rate.
     catch_up_publish_interval_ms: int = Field(default=5_000, ge=0)
     commit_interval_ms: int = Field(default=1_000, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1)

@@ -250,12 +250,15 @@ class CountingStage:
     def _publish_interval_ms(self, state: PartitionState, wall_ms: int) -> int:
         """Return how often the partition may publish provisional records now.
 
-        Live input keeps the clock within grace of the wall clock. A clock
-        further behind means a backlog or a replay of history, whose windows
-        get their final records as fast as the partition reads.
+        A partition whose newest event is older than grace is reading a
+        backlog or a replay of history, whose windows get their final
+        records as fast as it reads. Its clock is no guide: after a restart
+        it waits for input partitions that sent nothing yet, while live
+        events already arrive.
         """
         interval = self.settings.publish_interval_ms
-        if state.clock_ms is not None and state.clock_ms < wall_ms - self.settings.grace_ms:
+        newest_ms = state.newest_event_ms.get(self.settings.all_tenants)
+        if newest_ms is not None and newest_ms < wall_ms - self.settings.grace_ms:
             return max(interval, self.settings.catch_up_publish_interval_ms)
         return interval
 

@@ -189,8 +189,10 @@ def run(
 # Provisional records
 
 
-def provisional_batches(wall_clock_time: str, **overrides: Any) -> list[int]:
-    """Feed ten batches a second apart with a watermark of 09:59:50; return the seconds with provisionals."""
+def provisional_batches(
+    wall_clock_time: str, watermark: str = "09:59:50", **overrides: Any
+) -> list[int]:
+    """Feed ten batches of events after 09:59:40 a second apart; return the seconds with provisionals."""
     clocks = FakeClocks(at(wall_clock_time))
     stage = make_stage(clocks, make_settings(**overrides))
     stage.restore(0, [])
@@ -198,7 +200,7 @@ def provisional_batches(wall_clock_time: str, **overrides: Any) -> list[int]:
     for second in range(1, 11):
         clocks.advance(1.0)
         events = [event(f"e{second}", "t1", "faq", at("09:59:40") + second)]
-        output = stage.process(0, events, [tick("a", at("09:59:50"))])
+        output = stage.process(0, events, [tick("a", at(watermark))])
         if output.provisionals:
             published.append(second)
     return published
@@ -209,12 +211,18 @@ def test_live_partition_publishes_every_interval() -> None:
 
 
 def test_catching_up_partition_publishes_less_often() -> None:
-    # The clock trails the wall clock by two hours, more than the grace of
-    # two minutes: a backlog, whose windows are final soon anyway.
+    # The events are two hours older than the wall clock, more than the
+    # grace of two minutes. That is a backlog, whose windows are final soon.
     assert provisional_batches("12:00:00") == [5, 10]
 
 
-def test_catch_up_interval_zero_keeps_publish_interval() -> None:
+def test_live_events_despite_old_clock() -> None:
+    # After a restart the clock waits for input partitions that sent nothing
+    # yet. Live events that arrive meanwhile are not a backlog.
+    assert provisional_batches("10:00:00", watermark="09:00:00") == list(range(1, 11))
+
+
+def test_catch_up_interval_zero() -> None:
     assert provisional_batches("12:00:00", catch_up_publish_interval_ms=0) == list(range(1, 11))
 
 
@@ -658,8 +666,8 @@ def test_all_tenants_gauge_after_pause() -> None:
     # whichever windows a partition last sent for its own tenants, and still
     # show each window size's gauge once the input pauses.
     clocks = FakeClocks(at("09:10:00"))
-    # The wall clock runs ahead of the events by more than grace, which
-    # would publish at the catch-up interval; this test is about live input.
+    # The wall clock runs ahead of the events by more than grace. This test
+    # is about live input, so partials go out at the live interval.
     settings = make_settings("5m/1m,1h/5m,24h/1h", catch_up_publish_interval_ms=0)
     stage = make_stage(clocks, settings)
     figure = AllTenantsState(settings)
@@ -698,8 +706,8 @@ def test_all_tenants_after_restore() -> None:
     # Events counted after a partition's last partial and before a restart
     # reach the figure with the restored partition's first partial.
     clocks = FakeClocks(at("09:30:00"))
-    # The wall clock runs ahead of the events by more than grace; partials
-    # go out at the live interval all the same, as this test is about live input.
+    # The wall clock runs ahead of the events by more than grace. This test
+    # is about live input, so partials go out at the live interval.
     settings = make_settings("5m/1m,15m/1m", catch_up_publish_interval_ms=0).model_copy(
         update={"internal_partitions": 1}
     )
