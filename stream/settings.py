@@ -174,15 +174,19 @@ class Settings(BaseSettings):
         ]
         for field, name, longest in named:
             if not TOPIC_NAME.fullmatch(name) or name in {".", ".."}:
+                hint = ". Separate input topics with commas" if field == "input_topics" else ""
                 raise ValueError(
-                    f"{field} {name!r} is not a Kafka topic name: use letters, digits, "
-                    "'.', '_' and '-'; separate input topics with commas"
+                    f"{field} {name!r} is not a valid Kafka topic name: use letters, digits, "
+                    f"'.', '_' and '-'{hint}"
                 )
             if len(name) > longest:
-                raise ValueError(
-                    f"{field} is {len(name)} characters long, more than the {longest} "
-                    "Kafka topic names allow"
+                limit = (
+                    f"the {longest} allowed, since internal topic names add up to "
+                    f"{LONGEST_INTERNAL_SUFFIX} characters to it and Kafka allows {MAX_TOPIC_NAME}"
+                    if field == "app_id"
+                    else f"the {longest} Kafka allows in a topic name"
                 )
+                raise ValueError(f"{field} is {len(name)} characters long, more than {limit}")
         if self.dedup_horizon_ms is not None and (
             self.dedup_horizon_ms < self.grace_ms + self.slice_ms
         ):
@@ -308,10 +312,14 @@ def describe_errors(error: ValidationError) -> str:
     """Return pydantic's errors as one line: each setting, what is wrong, and the value given."""
     parts = []
     for detail in error.errors(include_url=False):
-        location = ".".join(str(part) for part in detail["loc"]) or "settings"
+        location = ".".join(str(part) for part in detail["loc"])
         message = detail["msg"].removeprefix("Value error, ")
+        if not location:
+            # A check across settings names the fields in its message.
+            parts.append(message)
+            continue
         value = detail.get("input")
-        if value is not None and not isinstance(value, dict) and location != "settings":
+        if value is not None and not isinstance(value, dict):
             message = f"{message} (got {value!r})"
         parts.append(f"{location}: {message}")
     return "; ".join(parts)

@@ -188,8 +188,12 @@ def test_topic_name_kafka_rejects(
 ) -> None:
     monkeypatch.setenv(variable, value)
 
-    with pytest.raises(ConfigError, match=f"{field} .* is not a Kafka topic name"):
+    with pytest.raises(ConfigError) as raised:
         load_settings()
+
+    message = str(raised.value)
+    assert message.startswith(f"invalid settings: {field} {value!r} is not a valid Kafka topic name")
+    assert ("Separate input topics with commas" in message) == (field == "input_topics")
 
 
 def test_topic_names_at_kafka_length_limit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,8 +208,17 @@ def test_topic_names_at_kafka_length_limit(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("ADOPTION_OUTPUT_TOPIC", "o" * 250, "output_topic is 250 characters long, more than the 249"),
-        ("ADOPTION_APP_ID", "a" * 228, "app_id is 228 characters long, more than the 227"),
+        (
+            "ADOPTION_OUTPUT_TOPIC",
+            "o" * 250,
+            "output_topic is 250 characters long, more than the 249 Kafka allows in a topic name",
+        ),
+        (
+            "ADOPTION_APP_ID",
+            "a" * 228,
+            "app_id is 228 characters long, more than the 227 allowed, since internal topic "
+            "names add up to 22 characters to it and Kafka allows 249",
+        ),
     ],
 )
 def test_topic_name_too_long(
