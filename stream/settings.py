@@ -227,6 +227,15 @@ class Settings(BaseSettings):
         return f"{socket.gethostname()}-{self.web_port}"
 
     @property
+    def sender_timeout_ms(self) -> int:
+        """Return how long a counting partition heeds a worker's last watermark tick.
+
+        Three idle timeouts, and at least ten ticks: past it the worker is
+        taken for gone and its watermark no longer holds windows open.
+        """
+        return max(3 * self.idle_timeout_ms, 10 * self.tick_interval_ms)
+
+    @property
     def effective_dedup_horizon_ms(self) -> int:
         """Return how long event ids are remembered: the setting, or one hour at least.
 

@@ -166,6 +166,9 @@ class AdoptionApp:
         self._input_last_record: dict[TP, float] = {}
         self._input_next_offset: dict[TP, int] = {}
         self._input_backlog: dict[TP, int] = {}
+        # Input partitions moved to another worker: their newest event time read
+        # here, and until when it stays in this worker's watermark.
+        self._released_input: dict[TP, tuple[int, float]] = {}
         self._ingesting = False
         self._stage_tasks: dict[str, asyncio.Task[Any]] = {}
         self._leaving = False
@@ -506,10 +509,13 @@ class AdoptionApp:
         An input partition is left out once it has no unread records and has
         delivered none for the idle timeout, so one quiet partition does not
         hold every window open, while one that is merely read later than the
-        others does.
+        others does. Partitions moved to another worker stay in it for a
+        while (see :meth:`_hold_released_inputs`).
         """
         now = time.monotonic()
-        watermarks: list[int] = []
+        for tp in [tp for tp, (_, until) in self._released_input.items() if until <= now]:
+            del self._released_input[tp]
+        watermarks = [newest for newest, _ in self._released_input.values()]
         waiting = False
         for tp in self._input_partitions:
             if self._is_idle_input(tp, now):
@@ -817,6 +823,7 @@ class AdoptionApp:
         self._counting_partitions = counting
         inputs = {tp for tp in assigned if tp.topic in self.settings.input_topics}
         if inputs != self._input_partitions:
+            self._hold_released_inputs(inputs)
             self._input_partitions = inputs
             self._input_assigned_at = time.monotonic()
             self._input_active_since = self._input_assigned_at
@@ -838,6 +845,25 @@ class AdoptionApp:
         logger.info(
             "partitions assigned: counting %s, all-tenants %s", sorted(counting), owns
         )
+
+    def _hold_released_inputs(self, inputs: set[TP]) -> None:
+        """Keep the read position of input partitions moved away in the watermark for a while.
+
+        Their new owner reads them again from the committed offset, behind
+        what this worker read, and the counting partitions learn of it only
+        from its first tick. Without the hold this worker's next tick would
+        move their clocks past those events, which would then be late.
+        Holding them as long as a silent worker's last tick is heeded covers
+        the new owner's start.
+        """
+        now = time.monotonic()
+        hold_until = now + self.settings.sender_timeout_ms / 1000
+        for tp in self._input_partitions - inputs:
+            newest = self._input_newest_ms.get(tp)
+            if newest is not None and not self._is_idle_input(tp, now):
+                self._released_input[tp] = (newest, hold_until)
+        for tp in inputs:
+            self._released_input.pop(tp, None)
 
     def is_ready(self) -> bool:
         """Tell whether the worker has its partitions, has restored their state, and is consuming.

@@ -195,9 +195,7 @@ class CountingStage:
         keeps none, so old data replayed into a fresh deployment is not late.
         """
         senders = self._senders.setdefault(partition, {})
-        stale_after = max(
-            3 * self.settings.idle_timeout_ms / 1000, 10 * self.settings.tick_interval_ms / 1000
-        )
+        stale_after = self.settings.sender_timeout_ms / 1000
         wall_ms = self._wall_clock()
         # Send times are compared with the newest one read here, not with the
         # wall clock: while counting lags behind ingest, every tick read is

@@ -310,3 +310,41 @@ def test_unanswered_tick_write_logged_and_not_ready(
     assert "no acknowledgement within 0.3 s" in caplog.text
     assert "failed to write watermark ticks to " in caplog.text
     assert writer.written == []
+
+
+# Input partitions moved to another worker
+
+
+def test_moved_input_partition_holds_watermark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The new owner re-reads the moved partition from its committed offset,
+    # behind this worker's position, and ticks only once it has started.
+    service = AdoptionApp(Settings(data_dir=tmp_path))
+    moved = TP("support-interactions", 0)
+    kept = TP("support-interactions", 1)
+    service._on_assigned({moved, kept})
+    service._input_newest_ms.update({moved: 1_000_000, kept: 2_000_000})
+
+    service._on_assigned({kept})
+    held = service.input_watermark().watermark_ms
+    later = time.monotonic() + service.settings.sender_timeout_ms / 1000 + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    released = service.input_watermark().watermark_ms
+
+    assert held == 1_000_000
+    assert released == 2_000_000
+
+
+def test_input_partition_back_drops_hold(tmp_path: Path) -> None:
+    service = AdoptionApp(Settings(data_dir=tmp_path))
+    moved = TP("support-interactions", 0)
+    kept = TP("support-interactions", 1)
+    service._on_assigned({moved, kept})
+    service._input_newest_ms.update({moved: 1_000_000, kept: 2_000_000})
+    service._on_assigned({kept})
+
+    service._on_assigned({moved, kept})
+    service._input_newest_ms[moved] = 1_500_000
+
+    assert service.input_watermark().watermark_ms == 1_500_000
