@@ -11,6 +11,8 @@ from stream.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+CHANGELOG_SEGMENT_MS = 10 * 60 * 1000
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -29,7 +31,9 @@ def internal_topics(settings: Settings) -> dict[str, TopicSpec]:
     """
     app_id = settings.app_id
     partitions = settings.internal_partitions
-    compact = {"cleanup.policy": "compact"}
+    # Kafka compacts closed segments only and closes one after 7 days by default.
+    # A restart reads the whole changelog, so its segments close every 10 minutes.
+    compact = {"cleanup.policy": "compact", "segment.ms": str(CHANGELOG_SEGMENT_MS)}
     return {
         f"{app_id}-by-tenant": TopicSpec(partitions),
         f"{app_id}-all-tenants": TopicSpec(1),

@@ -29,8 +29,8 @@ def settings_for(bootstrap_servers: str, app_id: str, tmp_path: Path, **extra: i
     )
 
 
-async def describe(bootstrap_servers: str, topics: list[str]) -> dict[str, tuple[int, str]]:
-    """Return each topic's partition count and cleanup.policy."""
+async def describe(bootstrap_servers: str, topics: list[str]) -> dict[str, tuple[int, str, str]]:
+    """Return each topic's partition count, cleanup.policy and segment.ms."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
@@ -38,14 +38,22 @@ async def describe(bootstrap_servers: str, topics: list[str]) -> dict[str, tuple
             entry["topic"]: len(entry["partitions"]) for entry in await admin.describe_topics(topics)
         }
         responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, {"cleanup.policy": None}) for topic in topics]
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC, topic, {"cleanup.policy": None, "segment.ms": None}
+                )
+                for topic in topics
+            ]
         )
-        policies = {
-            resource[3]: {entry[0]: entry[1] for entry in resource[4]}["cleanup.policy"]
+        configs = {
+            resource[3]: {entry[0]: entry[1] for entry in resource[4]}
             for response in responses
             for resource in response.resources
         }
-        return {topic: (partitions[topic], policies[topic]) for topic in topics}
+        return {
+            topic: (partitions[topic], configs[topic]["cleanup.policy"], configs[topic]["segment.ms"])
+            for topic in topics
+        }
     finally:
         await admin.close()
 
@@ -59,11 +67,12 @@ def test_internal_topics_created_with_their_partitions(
     asyncio.run(ensure_topics(settings))
 
     found = asyncio.run(describe(kafka_bootstrap, sorted(internal_topics(settings))))
+    # Kafka's default segment.ms is 7 days; changelogs close a segment every 10 minutes.
     assert found == {
-        f"{app_id}-by-tenant": (3, "delete"),
-        f"{app_id}-all-tenants": (1, "delete"),
-        f"{app_id}-journal-changelog": (3, "compact"),
-        f"{app_id}-all-tenants-changelog": (1, "compact"),
+        f"{app_id}-by-tenant": (3, "delete", "604800000"),
+        f"{app_id}-all-tenants": (1, "delete", "604800000"),
+        f"{app_id}-journal-changelog": (3, "compact", "600000"),
+        f"{app_id}-all-tenants-changelog": (1, "compact", "600000"),
     }
 
 
