@@ -63,6 +63,8 @@ logger = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 256 * 1024
 MAX_JOURNAL_DELTA_BYTES = 512 * 1024
 COUNT_BATCH_RECORDS = 64
+# Tick intervals an input partition moved to another worker stays in the watermark.
+RELEASED_INPUT_HOLD_TICKS = 10
 # Exit status of a worker stopped by an unexpected error in a stage.
 EXIT_AGENT_FAILED = 70
 # While the broker is down the Kafka client logs every failed connection and
@@ -853,11 +855,14 @@ class AdoptionApp:
         what this worker read, and the counting partitions learn of it only
         from its first tick. Without the hold this worker's next tick would
         move their clocks past those events, which would then be late.
-        Holding them as long as a silent worker's last tick is heeded covers
-        the new owner's start.
+        The new owner ticks within a tick interval of its assignment, and
+        ticks without a watermark until it has read each partition.
+
+        NOTE: the hold lasts ten tick intervals. A new owner slower than
+        that to send its first tick can still find its first events late.
         """
         now = time.monotonic()
-        hold_until = now + self.settings.sender_timeout_ms / 1000
+        hold_until = now + RELEASED_INPUT_HOLD_TICKS * self.settings.tick_interval_ms / 1000
         for tp in self._input_partitions - inputs:
             newest = self._input_newest_ms.get(tp)
             if newest is not None and not self._is_idle_input(tp, now):

@@ -328,7 +328,7 @@ def test_moved_input_partition_holds_watermark(
 
     service._on_assigned({kept})
     held = service.input_watermark().watermark_ms
-    later = time.monotonic() + service.settings.sender_timeout_ms / 1000 + 1
+    later = time.monotonic() + 10 * service.settings.tick_interval_ms / 1000 + 1
     monkeypatch.setattr(time, "monotonic", lambda: later)
     released = service.input_watermark().watermark_ms
 
