@@ -308,10 +308,12 @@ class PartitionState:
 
     # Publishing
 
-    def close_windows(self) -> list[ClosedWindow]:
-        """Return every pending window whose end plus grace the clock has passed, as final.
+    def close_windows(self, limit: int | None = None) -> list[ClosedWindow]:
+        """Return the pending windows whose end plus grace the clock has passed, as final.
 
-        The windows come in order of their end.
+        The windows come in order of their end. With ``limit``, closing stops
+        once that many are closed, after all windows of the last end, and
+        ``finalized_ms`` covers only those ends: the rest close on later calls.
         """
         clock = self.clock_ms
         if clock is None:
@@ -319,8 +321,15 @@ class PartitionState:
         closed: list[ClosedWindow] = []
         cutoff = clock - self.grace_ms
         ends = self._pending_ends
+        last_end: int | None = None
         while ends and ends[0] <= cutoff:
-            end = heapq.heappop(ends)
+            if limit is not None and last_end is not None and len(closed) >= limit:
+                # Every window ending up to last_end is final now, and none after it.
+                finalized = last_end + self.grace_ms
+                if self.finalized_ms is None or finalized > self.finalized_ms:
+                    self.finalized_ms = finalized
+                return closed
+            end = last_end = heapq.heappop(ends)
             for tenant, index in self._pending_by_end.pop(end):
                 state = self.tenants.get(tenant)
                 window = (index, end)

@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_ENTRIES = 4_000
 PARTIAL_WINDOWS_PER_RECORD = 200
 COMPACT_AFTER_RECORDS = 256
+# Final windows one partition's batch closes at most. A replay of history
+# can close hundreds of thousands at once and held the event loop for 13 s.
+# The rest close with the next batches, which ticks bring every tick interval.
+FINAL_WINDOWS_PER_BATCH = 10_000
 
 
 @dataclass(slots=True)
@@ -264,7 +268,7 @@ class CountingStage:
         self, partition: int, state: PartitionState, output: PartitionOutput, now: float
     ) -> None:
         computed_at_ms = self._wall_clock()
-        closed = state.close_windows()
+        closed = state.close_windows(limit=FINAL_WINDOWS_PER_BATCH)
         provisional: list[ClosedWindow] = []
         if now - self._last_provisional.get(partition, 0.0) >= (
             self._publish_interval_ms(state, computed_at_ms) / 1000

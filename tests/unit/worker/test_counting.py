@@ -226,6 +226,47 @@ def test_catch_up_interval_zero() -> None:
     assert provisional_batches("12:00:00", catch_up_publish_interval_ms=0) == list(range(1, 11))
 
 
+# Closing many windows at once
+
+
+def finals_in_batches(limit: int, monkeypatch: Any) -> tuple[list[list[Any]], list[int | None]]:
+    """Close a replay's windows in batches of at most ``limit``; return each batch's finals and progress."""
+    monkeypatch.setattr("stream.worker.counting.FINAL_WINDOWS_PER_BATCH", limit)
+    clocks = FakeClocks(at("12:00:00"))
+    settings = make_settings("5m/1m")
+    stage = make_stage(clocks, settings)
+    stage.restore(0, [])
+    events = [
+        event(f"{tenant}-{minute}", tenant, "faq", at("09:00:00") + minute * MINUTE_MS)
+        for tenant in ("t1", "t2", "t3")
+        for minute in range(0, 120, 7)
+    ]
+    batches = []
+    progress = []
+    output = stage.process(0, events, [tick("a", at("11:30:00"))])
+    while output.finals:
+        batches.append(finals(output, settings))
+        progress.append(stage.states[0].finalized_ms)
+        clocks.advance(1.0)
+        output = stage.process(0, [], [tick("a", at("11:30:00"))])
+    return batches, progress
+
+
+def test_many_final_windows_close_over_batches(monkeypatch: Any) -> None:
+    # A replay of history closes every window at once; a batch closes a
+    # bounded number of them and the following batches close the rest.
+    all_at_once, _ = finals_in_batches(100_000, monkeypatch)
+    in_batches, progress = finals_in_batches(10, monkeypatch)
+
+    assert len(all_at_once) == 1
+    # Ten windows a batch, the all-tenants ones among them, plus the rest of the last end.
+    assert max(len(batch) for batch in in_batches) <= 12
+    assert len(in_batches) >= len(all_at_once[0]) // 12
+    assert [record for batch in in_batches for record in batch] == all_at_once[0]
+    assert progress == sorted(progress)
+    assert progress[-1] == at("11:30:00")
+
+
 # Watermarks
 
 
