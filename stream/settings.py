@@ -38,7 +38,7 @@ DEFAULT_CONFIG_FILE = CONFIG_DIR / "adoption-rate.toml"
 # prefixes the internal topics, the longest being "<app_id>-all-tenants-changelog".
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]+")
 MAX_TOPIC_NAME = 249
-LONGEST_INTERNAL_SUFFIX = len("-all-tenants-changelog")
+MAX_INTERNAL_SUFFIX_LENGTH = len("-all-tenants-changelog")
 
 DURATION_FIELDS = (
     "grace_ms",
@@ -122,9 +122,8 @@ class Settings(BaseSettings):
     # The fetch request carries it as a 32-bit signed integer.
     max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=2**31 - 1)
     publish_interval_ms: int = 1_000
-    # A partition whose newest event is older than grace reads a backlog or
-    # a replay: its windows turn final within seconds, and provisional
-    # records at the live interval cost a sixth of its rate.
+    # Used while a partition's newest event is older than grace, as on a backlog.
+    # Provisional records at the live interval cost about a sixth of its rate.
     catch_up_publish_interval_ms: int = Field(default=5_000, ge=0)
     commit_interval_ms: int = Field(default=1_000, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1)
@@ -170,7 +169,7 @@ class Settings(BaseSettings):
             ("output_topic", self.output_topic, MAX_TOPIC_NAME),
             ("dead_letter_topic", self.dead_letter_topic, MAX_TOPIC_NAME),
             ("alerts_topic", self.alerts_topic, MAX_TOPIC_NAME),
-            ("app_id", self.app_id, MAX_TOPIC_NAME - LONGEST_INTERNAL_SUFFIX),
+            ("app_id", self.app_id, MAX_TOPIC_NAME - MAX_INTERNAL_SUFFIX_LENGTH),
         ]
         for field, name, longest in named:
             if not TOPIC_NAME.fullmatch(name) or name in {".", ".."}:
@@ -182,7 +181,8 @@ class Settings(BaseSettings):
             if len(name) > longest:
                 limit = (
                     f"the {longest} allowed, since internal topic names add up to "
-                    f"{LONGEST_INTERNAL_SUFFIX} characters to it and Kafka allows {MAX_TOPIC_NAME}"
+                    f"{MAX_INTERNAL_SUFFIX_LENGTH} characters to it and Kafka allows "
+                    f"{MAX_TOPIC_NAME}"
                     if field == "app_id"
                     else f"the {longest} Kafka allows in a topic name"
                 )
@@ -230,8 +230,8 @@ class Settings(BaseSettings):
     def sender_timeout_ms(self) -> int:
         """Return how long a counting partition heeds a worker's last watermark tick.
 
-        Three idle timeouts, and at least ten ticks: past it the worker is
-        taken for gone and its watermark no longer holds windows open.
+        Three idle timeouts, and at least ten ticks. After that the worker is
+        taken for gone, and its watermark no longer keeps windows open.
         """
         return max(3 * self.idle_timeout_ms, 10 * self.tick_interval_ms)
 

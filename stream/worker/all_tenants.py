@@ -42,9 +42,8 @@ class AllTenantsState:
 
     settings: Settings
     partials: dict[tuple[str, int], dict[int, SliceCounts]] = field(default_factory=dict)
-    # Ends and names of the windows in ``partials``, as a heap, so that
-    # finding the windows a partial makes final does not scan all of them: a
-    # replay of history leaves hundreds of thousands open at once.
+    # Ends and names of the windows in ``partials``, as a heap. A history replay
+    # leaves hundreds of thousands open, too many to scan for every partial.
     _ends: list[tuple[int, str]] = field(default_factory=list)
     # Restored entries of windows no longer configured, deleted on the next apply.
     _unconfigured: set[tuple[str, int]] = field(default_factory=set)
@@ -89,7 +88,11 @@ class AllTenantsState:
                 continue
             by_partition = self.partials.get(key)
             if by_partition is None:
-                if closed_before is not None and sums.end_ms + self.settings.grace_ms <= closed_before:
+                already_final = (
+                    closed_before is not None
+                    and sums.end_ms + self.settings.grace_ms <= closed_before
+                )
+                if already_final:
                     # Its final record is out; a second, partial one would contradict it.
                     self.log.warning(
                         "ignored partial",

@@ -30,9 +30,8 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_ENTRIES = 4_000
 PARTIAL_WINDOWS_PER_RECORD = 200
 COMPACT_AFTER_RECORDS = 256
-# Final windows one partition's batch closes at most. A replay of history
-# can close hundreds of thousands at once and held the event loop for 13 s.
-# The rest close with the next batches, which ticks bring every tick interval.
+# Final windows one partition's batch closes at most; the rest close in the next
+# batches. A history replay closed hundreds of thousands at once, blocking for 13 s.
 FINAL_WINDOWS_PER_BATCH = 10_000
 
 

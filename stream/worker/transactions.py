@@ -138,9 +138,8 @@ class BatchTransactions:
         if not self.exactly_once:
             yield output
             await self._writer.write(output.records)
-            # Faust's table API would queue each changelog record on its own,
-            # and its commit would wait for all of them: a replay of history
-            # writes hundreds of thousands, and stalled commits for a minute.
+            # Faust's table API sends each changelog record on its own, and after
+            # a history replay its commit waited a minute for all of them.
             await self._writer.write(changelog_record(change) for change in output.changes)
             for change in output.changes:
                 store_in_table(change.table, change.key, change.value)

@@ -51,7 +51,11 @@ async def describe(bootstrap_servers: str, topics: list[str]) -> dict[str, tuple
             for resource in response.resources
         }
         return {
-            topic: (partitions[topic], configs[topic]["cleanup.policy"], configs[topic]["segment.ms"])
+            topic: (
+                partitions[topic],
+                configs[topic]["cleanup.policy"],
+                configs[topic]["segment.ms"],
+            )
             for topic in topics
         }
     finally:

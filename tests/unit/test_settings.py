@@ -183,7 +183,7 @@ def test_env_input_topics_empty(monkeypatch: pytest.MonkeyPatch, text: str) -> N
         ("ADOPTION_APP_ID", "adoption:rate", "app_id"),
     ],
 )
-def test_topic_name_kafka_rejects(
+def test_invalid_topic_name_rejected(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
 ) -> None:
     monkeypatch.setenv(variable, value)
@@ -192,7 +192,8 @@ def test_topic_name_kafka_rejects(
         load_settings()
 
     message = str(raised.value)
-    assert message.startswith(f"invalid settings: {field} {value!r} is not a valid Kafka topic name")
+    expected = f"invalid settings: {field} {value!r} is not a valid Kafka topic name"
+    assert message.startswith(expected)
     assert ("Separate input topics with commas" in message) == (field == "input_topics")
 
 

@@ -192,7 +192,7 @@ def run(
 def provisional_batches(
     wall_clock_time: str, watermark: str = "09:59:50", **overrides: Any
 ) -> list[int]:
-    """Feed ten batches of events after 09:59:40 a second apart; return the seconds with provisionals."""
+    """Feed ten batches a second apart; return the seconds whose batch had provisionals."""
     clocks = FakeClocks(at(wall_clock_time))
     stage = make_stage(clocks, make_settings(**overrides))
     stage.restore(0, [])
@@ -210,7 +210,7 @@ def test_live_partition_publishes_every_interval() -> None:
     assert provisional_batches("10:00:00") == list(range(1, 11))
 
 
-def test_catching_up_partition_publishes_less_often() -> None:
+def test_backlog_publishes_less_often() -> None:
     # The events are two hours older than the wall clock, more than the
     # grace of two minutes. That is a backlog, whose windows are final soon.
     assert provisional_batches("12:00:00") == [5, 10]
@@ -230,7 +230,7 @@ def test_catch_up_interval_zero() -> None:
 
 
 def finals_in_batches(limit: int, monkeypatch: Any) -> tuple[list[list[Any]], list[int | None]]:
-    """Close a replay's windows in batches of at most ``limit``; return each batch's finals and progress."""
+    """Close a replay's windows ``limit`` at a time; return each batch's finals and progress."""
     monkeypatch.setattr("stream.worker.counting.FINAL_WINDOWS_PER_BATCH", limit)
     clocks = FakeClocks(at("12:00:00"))
     settings = make_settings("5m/1m")
@@ -252,9 +252,9 @@ def finals_in_batches(limit: int, monkeypatch: Any) -> tuple[list[list[Any]], li
     return batches, progress
 
 
-def test_many_final_windows_close_over_batches(monkeypatch: Any) -> None:
-    # A replay of history closes every window at once; a batch closes a
-    # bounded number of them and the following batches close the rest.
+def test_many_finals_close_over_batches(monkeypatch: Any) -> None:
+    # A replay of history makes every window due at once. A batch closes a
+    # bounded number of them, and the following batches close the rest.
     all_at_once, _ = finals_in_batches(100_000, monkeypatch)
     in_batches, progress = finals_in_batches(10, monkeypatch)
 

@@ -77,10 +77,9 @@ class ChangelogFakeTable(FakeTable):
     changelog_topic: ChangelogTopic = field(default_factory=lambda: ChangelogTopic("journal"))
 
 
-def test_at_least_once_batch_writes_changelog_after_records() -> None:
-    # A journal record that closes windows must not be durable before their
-    # final records, and a history replay's many table changes go out in
-    # client batches, not one Faust send each.
+def test_changelog_written_after_records() -> None:
+    # At least once, a journal record that closes windows must not be durable
+    # before their final records. Table changes go out in client batches.
     writer = ScriptedWriter()
     table = ChangelogFakeTable({b"gone": b"1"})
     transactions = BatchTransactions(Settings(), None, writer)  # type: ignore[arg-type]
@@ -314,37 +313,39 @@ def test_unanswered_tick_write_logged_and_not_ready(
 
 # Input partitions moved to another worker
 
+MOVED = TP("support-interactions", 0)
+REMAINING = TP("support-interactions", 1)
+
+
+def service_after_move(tmp_path: Path) -> AdoptionApp:
+    """Return a worker that read MOVED to 1,000,000 ms and REMAINING to 2,000,000, then lost MOVED."""
+    service = AdoptionApp(Settings(data_dir=tmp_path))
+    service._on_assigned({MOVED, REMAINING})
+    service._input_newest_ms.update({MOVED: 1_000_000, REMAINING: 2_000_000})
+    service._on_assigned({REMAINING})
+    return service
+
 
 def test_moved_input_partition_holds_watermark(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The new owner re-reads the moved partition from its committed offset,
     # behind this worker's position, and ticks only once it has started.
-    service = AdoptionApp(Settings(data_dir=tmp_path))
-    moved = TP("support-interactions", 0)
-    kept = TP("support-interactions", 1)
-    service._on_assigned({moved, kept})
-    service._input_newest_ms.update({moved: 1_000_000, kept: 2_000_000})
+    service = service_after_move(tmp_path)
 
-    service._on_assigned({kept})
-    held = service.input_watermark().watermark_ms
+    during_hold = service.input_watermark().watermark_ms
     later = time.monotonic() + 10 * service.settings.tick_interval_ms / 1000 + 1
     monkeypatch.setattr(time, "monotonic", lambda: later)
-    released = service.input_watermark().watermark_ms
+    after_hold = service.input_watermark().watermark_ms
 
-    assert held == 1_000_000
-    assert released == 2_000_000
+    assert during_hold == 1_000_000
+    assert after_hold == 2_000_000
 
 
 def test_input_partition_back_drops_hold(tmp_path: Path) -> None:
-    service = AdoptionApp(Settings(data_dir=tmp_path))
-    moved = TP("support-interactions", 0)
-    kept = TP("support-interactions", 1)
-    service._on_assigned({moved, kept})
-    service._input_newest_ms.update({moved: 1_000_000, kept: 2_000_000})
-    service._on_assigned({kept})
+    service = service_after_move(tmp_path)
 
-    service._on_assigned({moved, kept})
-    service._input_newest_ms[moved] = 1_500_000
+    service._on_assigned({MOVED, REMAINING})
+    service._input_newest_ms[MOVED] = 1_500_000
 
     assert service.input_watermark().watermark_ms == 1_500_000
