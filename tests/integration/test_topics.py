@@ -1,6 +1,7 @@
 """Topic creation before the worker starts, against the real broker."""
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -30,25 +31,37 @@ def settings_for(bootstrap_servers: str, app_id: str, tmp_path: Path, **extra: i
 
 
 async def describe(bootstrap_servers: str, topics: list[str]) -> dict[str, tuple[int, str, str]]:
-    """Return each topic's partition count, cleanup.policy and segment.ms."""
+    """Return each topic's partition count, cleanup.policy and segment.ms.
+
+    A broker that has just started may describe a new topic without its
+    partitions or configs for a moment, so the requests are repeated for a while.
+    """
+    requested = [
+        ConfigResource(
+            ConfigResourceType.TOPIC, topic, {"cleanup.policy": None, "segment.ms": None}
+        )
+        for topic in topics
+    ]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
-        partitions = {
-            entry["topic"]: len(entry["partitions"]) for entry in await admin.describe_topics(topics)
-        }
-        responses = await admin.describe_configs(
-            [
-                ConfigResource(
-                    ConfigResourceType.TOPIC, topic, {"cleanup.policy": None, "segment.ms": None}
-                )
-                for topic in topics
+        deadline = time.monotonic() + 30.0
+        while True:
+            described = await admin.describe_topics(topics)
+            partitions = {entry["topic"]: len(entry["partitions"]) for entry in described}
+            resources = [
+                resource
+                for response in await admin.describe_configs(requested)
+                for resource in response.resources
             ]
-        )
+            complete = all(partitions.get(topic) for topic in topics) and all(
+                resource[0] == 0 for resource in resources
+            )
+            if complete or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
         configs = {
-            resource[3]: {entry[0]: entry[1] for entry in resource[4]}
-            for response in responses
-            for resource in response.resources
+            resource[3]: {entry[0]: entry[1] for entry in resource[4]} for resource in resources
         }
         return {
             topic: (
@@ -71,7 +84,7 @@ def test_internal_topics_created_with_their_partitions(
     asyncio.run(ensure_topics(settings))
 
     found = asyncio.run(describe(kafka_bootstrap, sorted(internal_topics(settings))))
-    # Kafka's default segment.ms is 7 days; changelogs close a segment every 10 minutes.
+    # Kafka's default segment.ms is 7 days. Changelogs close a segment every 10 minutes.
     assert found == {
         f"{app_id}-by-tenant": (3, "delete", "604800000"),
         f"{app_id}-all-tenants": (1, "delete", "604800000"),
