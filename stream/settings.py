@@ -328,7 +328,8 @@ def describe_errors(error: ValidationError) -> str:
             parts.append(message)
             continue
         value = detail.get("input")
-        if value is not None and not isinstance(value, dict):
+        # Pydantic's own messages do not name the value; the project's checks may.
+        if value is not None and not isinstance(value, dict) and repr(value) not in message:
             message = f"{message} (got {value!r})"
         parts.append(f"{location}: {message}")
     return "; ".join(parts)

@@ -325,5 +325,6 @@ def test_invalid_settings_reported_on_one_line(monkeypatch: pytest.MonkeyPatch) 
     message = str(raised.value)
     assert "\n" not in message
     assert "grace_ms: invalid duration 'soon'" in message
+    assert message.count("'soon'") == 1
     assert "alert_floor: Input should be less than or equal to 1 (got '2')" in message
     assert "errors.pydantic.dev" not in message
