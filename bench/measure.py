@@ -22,6 +22,16 @@ import psutil
 
 SAMPLE_SECONDS = 0.5
 
+# Contenders run in sessions of their own, so a signal to the bench does not
+# reach them; the bench stops those still running when it exits.
+_running: "set[Contender]" = set()
+
+
+def stop_all(timeout_seconds: float = 60.0) -> None:
+    """Stop every contender still running."""
+    for contender in list(_running):
+        contender.stop(timeout_seconds)
+
 
 @dataclass(slots=True)
 class Sample:
@@ -83,7 +93,7 @@ def interpolate(samples: Sequence[Sample], at: float, attribute: str) -> float:
     return low_value + share * (float(getattr(high, attribute)) - low_value)
 
 
-@dataclass
+@dataclass(eq=False)
 class Contender:
     """A contender process and the samples taken while it ran."""
 
@@ -106,6 +116,7 @@ class Contender:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        _running.add(self)
         log.close()
 
     def is_running(self) -> bool:
@@ -143,6 +154,7 @@ class Contender:
         """Stop the process group with SIGTERM, then SIGKILL; return the exit code."""
         if self.process is None:
             return None
+        _running.discard(self)
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:

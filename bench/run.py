@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import phases, summary
+from bench import measure, phases, summary
 from bench.throughput import CONTENDERS, RunContext, run_contender
 from bench.workload import load_topic
 from stream.broker.config import DEFAULT_KAFKA_VERSION
@@ -182,7 +183,21 @@ def median_rate(results: dict[str, Any], kind: str) -> float | None:
     return statistics.median(rates) if rates else None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen phases; on exit or SIGTERM, stop any contender still running."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        measure.stop_all()
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_arguments(argv)
     if args.summarize:
         try:
