@@ -19,6 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -34,11 +35,13 @@ from tests.integration.harness import (
     at,
     consume_until,
     counter_value,
+    counting_partition,
     counts_of,
     decode_records,
     epoch_ms,
     event,
     finals_of,
+    has_final,
     has_finals,
     headers_of,
     pacers,
@@ -224,6 +227,66 @@ def test_fast_replay_publishes_each_window_once(
 
     dead_letters = read_all(deployment.bootstrap_servers, deployment.dead_letter_topic)
     assert [headers_of(record) for record in dead_letters] == []
+
+
+def test_backlog_provisional_at_catch_up_interval(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    deployment = new_deployment(
+        "catchup",
+        input_partitions=1,
+        ADOPTION_WINDOWS="1h/1h",
+        ADOPTION_PUBLISH_INTERVAL_MS="100ms",
+        ADOPTION_CATCH_UP_PUBLISH_INTERVAL_MS="30s",
+    )
+    launch(deployment)
+    # The live tenant counts on another partition than the history tenant.
+    history = "h1"
+    candidates = [f"l{number}" for number in range(1, 100)]
+    live = next(
+        tenant for tenant in candidates if counting_partition(tenant) != counting_partition(history)
+    )
+
+    def burst(tenant: str, number: int, occurred_at_ms: int) -> None:
+        send(
+            deployment.bootstrap_servers,
+            deployment.input_topic,
+            [
+                (0, None, event(f"{tenant}-{number}-{n}", tenant, "faq", occurred_at_ms + n))
+                for n in range(10)
+            ],
+        )
+        time.sleep(0.7)
+
+    # Six bursts of history, each read after the live interval has passed.
+    # All fall in one window, far older than grace.
+    for number in range(6):
+        burst(history, number, epoch_ms(f"08:{number:02d}:00"))
+    for number in range(3):
+        burst(live, number, int(time.time() * 1000))
+
+    def live_provisional(records: list[ConsumerRecord]) -> list[dict[str, Any]]:
+        return [
+            record
+            for record in decode_records(records)
+            if record["tenant"] == live and not record["final"]
+        ]
+
+    def done(records: list[ConsumerRecord]) -> bool:
+        live_totals = [counts_of(record)[1] for record in live_provisional(records)]
+        return 30 in live_totals and has_final(history, "1h", stamp("09:00:00"))(records)
+
+    records = consume_until(deployment.bootstrap_servers, [deployment.output_topic], done)
+
+    history_records = [record for record in decode_records(records) if record["tenant"] == history]
+    provisional = [record for record in history_records if not record["final"]]
+    # The first batch publishes provisionally. The catch-up interval ends
+    # 30 s later, after the window's final record.
+    assert len(provisional) <= 1, [counts_of(record) for record in provisional]
+    assert [counts_of(record) for record in history_records if record["final"]] == [(60, 60)]
+    assert len(live_provisional(records)) >= 2, [
+        counts_of(record) for record in live_provisional(records)
+    ]
 
 
 # One instant in many spellings, and the host's time zone changes nothing
