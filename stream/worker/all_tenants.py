@@ -51,6 +51,10 @@ class AllTenantsState:
     empty: set[int] = field(default_factory=set)
     newest_final: dict[str, AllTenantsWindow] = field(default_factory=dict)
     log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(logger))
+    _window_names: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._window_names = frozenset(spec.name for spec in self.settings.windows)
 
     def apply_batch(
         self, partials: Iterable[Partial]
@@ -224,7 +228,7 @@ class AllTenantsState:
             return
         window, _, end = key.decode().rpartition("|")
         window_key = (window, int(end))
-        if window not in {spec.name for spec in self.settings.windows}:
+        if window not in self._window_names:
             self._unconfigured.add(window_key)
             return
         if window_key not in self.partials:
