@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, cast
 
 import faust
+import msgspec
 from aiokafka.errors import KafkaError
 from faust.types import TP, TopicT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -63,8 +64,6 @@ logger = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 256 * 1024
 MAX_JOURNAL_DELTA_BYTES = 512 * 1024
 COUNT_BATCH_RECORDS = 64
-# Tick intervals an input partition moved to another worker stays in the watermark.
-RELEASED_INPUT_HOLD_TICKS = 10
 # Exit status of a worker stopped by an unexpected error in a stage.
 EXIT_AGENT_FAILED = 70
 # While the broker is down the Kafka client logs every failed connection and
@@ -168,9 +167,8 @@ class AdoptionApp:
         self._input_last_record: dict[TP, float] = {}
         self._input_next_offset: dict[TP, int] = {}
         self._input_backlog: dict[TP, int] = {}
-        # Input partitions moved to another worker: their newest event time read
-        # here, and until when it stays in this worker's watermark.
-        self._released_input: dict[TP, tuple[int, float]] = {}
+        # Partitions of the input topics when this worker was last assigned.
+        self._input_total: int | None = None
         self._ingesting = False
         self._stage_tasks: dict[str, asyncio.Task[Any]] = {}
         self._leaving = False
@@ -511,13 +509,11 @@ class AdoptionApp:
         An input partition is left out once it has no unread records and has
         delivered none for the idle timeout, so one quiet partition does not
         hold every window open, while one that is merely read later than the
-        others does. Partitions moved to another worker stay in it for a
-        while (see :meth:`_hold_released_inputs`).
+        others does. The tick names the assignment's generation and size, so
+        counting partitions can wait for the new owners after a rebalance.
         """
         now = time.monotonic()
-        for tp in [tp for tp, (_, until) in self._released_input.items() if until <= now]:
-            del self._released_input[tp]
-        watermarks = [newest for newest, _ in self._released_input.values()]
+        watermarks: list[int] = []
         waiting = False
         for tp in self._input_partitions:
             if self._is_idle_input(tp, now):
@@ -527,12 +523,23 @@ class AdoptionApp:
                 waiting = True
             else:
                 watermarks.append(newest)
-        sent_at_ms = wall_clock_ms()
         if waiting:
-            return Tick(self.sender_id, None, quiet=False, sent_at_ms=sent_at_ms)
+            return self._tick(None, quiet=False)
         if not watermarks:
-            return Tick(self.sender_id, None, quiet=True, sent_at_ms=sent_at_ms)
-        return Tick(self.sender_id, min(watermarks), quiet=False, sent_at_ms=sent_at_ms)
+            return self._tick(None, quiet=True)
+        return self._tick(min(watermarks), quiet=False)
+
+    def _tick(self, watermark_ms: int | None, *, quiet: bool, inputs: int | None = None) -> Tick:
+        """Return a tick of this worker's watermark and current assignment."""
+        return Tick(
+            self.sender_id,
+            watermark_ms,
+            quiet,
+            sent_at_ms=wall_clock_ms(),
+            generation=self.app.consumer_generation_id,
+            inputs=len(self._input_partitions) if inputs is None else inputs,
+            input_total=self._input_total,
+        )
 
     def _reject(self, source: Source, rejection: Rejection) -> OutgoingRecord:
         """Log and count a rejected record, and return its dead-letter record."""
@@ -709,9 +716,7 @@ class AdoptionApp:
         tick = self._sent_watermark
         # The Kafka client retries a write until the broker responds, so the wait
         # is bounded here and the write goes on in the background.
-        write = asyncio.ensure_future(
-            self._write_tick(Tick(tick.sender, tick.watermark_ms, tick.quiet))
-        )
+        write = asyncio.ensure_future(self._write_tick(tick))
         write.add_done_callback(_retrieve_exception)
         try:
             await asyncio.wait_for(asyncio.shield(write), limit)
@@ -737,9 +742,7 @@ class AdoptionApp:
 
     async def _write_tick(self, tick: Tick) -> None:
         """Write ``tick``, stamped with the wall clock, to every counting partition."""
-        value = encode(
-            Tick(tick.sender, tick.watermark_ms, tick.quiet, sent_at_ms=wall_clock_ms())
-        )
+        value = encode(msgspec.structs.replace(tick, sent_at_ms=wall_clock_ms()))
         topic = self.by_tenant_topic.get_topic_name()
         await self.writer.write(
             OutgoingRecord(topic, None, value, partition=partition)
@@ -756,7 +759,9 @@ class AdoptionApp:
         """
         self._leaving = True
         try:
-            await self._write_tick(Tick(self.sender_id, None, quiet=True))
+            # Owning no input now, it leaves the clocks waiting for the next
+            # generation, whose workers read its partitions again.
+            await self._write_tick(self._tick(None, quiet=True, inputs=0))
         except Exception as exc:  # noqa: BLE001 - shutting down; the ticks go stale instead
             logger.warning("failed to send the last tick: %r", exc)
 
@@ -824,8 +829,8 @@ class AdoptionApp:
         counting = {tp.partition for tp in assigned if tp.topic == by_tenant}
         self._counting_partitions = counting
         inputs = {tp for tp in assigned if tp.topic in self.settings.input_topics}
+        self._input_total = self._count_input_partitions()
         if inputs != self._input_partitions:
-            self._hold_released_inputs(inputs)
             self._input_partitions = inputs
             self._input_assigned_at = time.monotonic()
             self._input_active_since = self._input_assigned_at
@@ -848,27 +853,18 @@ class AdoptionApp:
             "partitions assigned: counting %s, all-tenants %s", sorted(counting), owns
         )
 
-    def _hold_released_inputs(self, inputs: set[TP]) -> None:
-        """Keep the read position of input partitions moved away in the watermark for a while.
-
-        Their new owner reads them again from the committed offset, behind
-        what this worker read, and the counting partitions learn of it only
-        from its first tick. Without the hold this worker's next tick would
-        move their clocks past those events, which would then be late.
-        The new owner ticks within a tick interval of its assignment, and
-        ticks without a watermark until it has read each partition.
-
-        NOTE: the hold lasts ten tick intervals. A new owner slower than
-        that to send its first tick can still find its first events late.
-        """
-        now = time.monotonic()
-        hold_until = now + RELEASED_INPUT_HOLD_TICKS * self.settings.tick_interval_ms / 1000
-        for tp in self._input_partitions - inputs:
-            newest = self._input_newest_ms.get(tp)
-            if newest is not None and not self._is_idle_input(tp, now):
-                self._released_input[tp] = (newest, hold_until)
-        for tp in inputs:
-            self._released_input.pop(tp, None)
+    def _count_input_partitions(self) -> int | None:
+        """Return the partitions of the input topics in the assignment's metadata, if known."""
+        total = 0
+        for topic in self.settings.input_topics:
+            try:
+                partitions = self.app.consumer.topic_partitions(topic)
+            except Exception:  # noqa: BLE001 - without it, ticks carry no coverage
+                return None
+            if partitions is None:
+                return None
+            total += partitions
+        return total
 
     def is_ready(self) -> bool:
         """Tell whether the worker has its partitions, has restored their state, and is consuming.

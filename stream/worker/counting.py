@@ -74,6 +74,8 @@ class CountingStage:
         self._last_data: dict[int, float] = {}
         self._last_provisional: dict[int, float] = {}
         self._senders: dict[int, dict[str, _Sender]] = {}
+        # The generation each partition last held its clock for, to log each wait once.
+        self._waited_generation: dict[int, int] = {}
         self._journaled_progress: dict[int, tuple[int | None, int | None]] = {}
         self._partial_progress: dict[int, tuple[int | None, bool]] = {}
         self._empty_progress: dict[int, int] = {}
@@ -133,6 +135,7 @@ class CountingStage:
             self._last_data.pop(partition, None)
             self._last_provisional.pop(partition, None)
             self._senders.pop(partition, None)
+            self._waited_generation.pop(partition, None)
             self._journaled_progress.pop(partition, None)
             self._partial_progress.pop(partition, None)
             self._empty_progress.pop(partition, None)
@@ -228,8 +231,11 @@ class CountingStage:
             del senders[sender_id]
         if not senders:
             return
+        current = self._current_senders(partition, senders)
+        if current is None:
+            return
 
-        active = [sender for sender in senders.values() if not sender.tick.quiet]
+        active = [sender for sender in current if not sender.tick.quiet]
         if active:
             watermarks = [sender.tick.watermark_ms for sender in active]
             if all(mark is not None for mark in watermarks):
@@ -247,6 +253,47 @@ class CountingStage:
             # figure that it holds nothing up to now, so that figure does not
             # wait for it forever. Its first data takes that report back.
             self._empty_progress[partition] = wall_ms
+
+    def _current_senders(
+        self, partition: int, senders: dict[str, _Sender]
+    ) -> list[_Sender] | None:
+        """Return the senders whose watermarks make the clock, or None to hold it.
+
+        After a rebalance, a moved input partition's new owner reads it again
+        from the committed offset, behind the old owner's position. The old
+        owner's next tick leaves the partition out, and the new owner's first
+        tick may come later. So the clock moves only on ticks of the newest
+        consumer generation, and only once their senders own every input
+        partition between them. Senders of older generations are forgotten.
+        Ticks without a generation, from a worker that cannot tell its
+        assignment, count as before: the clock waits for every sender.
+        """
+        ticks = [sender.tick for sender in senders.values()]
+        if any(tick.generation is None or tick.input_total is None for tick in ticks):
+            return list(senders.values())
+        newest = max(tick.generation or 0 for tick in ticks)
+        for sender_id in [
+            sender_id
+            for sender_id, sender in senders.items()
+            if sender.tick.generation != newest
+        ]:
+            del senders[sender_id]
+        current = list(senders.values())
+        owned = sum(sender.tick.inputs or 0 for sender in current)
+        total = max(sender.tick.input_total or 0 for sender in current)
+        if owned < total:
+            if self._waited_generation.get(partition) != newest:
+                self._waited_generation[partition] = newest
+                logger.info(
+                    "partition %d: clock held until the workers of generation %d have ticked "
+                    "for all %d input partitions (%d so far)",
+                    partition,
+                    newest,
+                    total,
+                    owned,
+                )
+            return None
+        return current
 
     def _publish_interval_ms(self, state: PartitionState, wall_ms: int) -> int:
         """Return how often the partition may publish provisional records now.

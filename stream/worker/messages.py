@@ -25,12 +25,22 @@ class Tick(msgspec.Struct, tag="t", array_like=True):
     the worker's input partitions has delivered a record for the idle timeout.
     ``sent_at_ms`` is the sender's wall clock when it built the tick, so a
     tick read again after a restart is known to be old.
+
+    ``generation`` is the consumer group generation of the sender's
+    assignment, ``inputs`` the number of input partitions assigned to it
+    then, and ``input_total`` the number of partitions of the input topics.
+    A counting partition moves its clock only on ticks of the newest
+    generation, and only once their senders own every input partition
+    between them.
     """
 
     sender: str
     watermark_ms: int | None
     quiet: bool
     sent_at_ms: int | None = None
+    generation: int | None = None
+    inputs: int | None = None
+    input_total: int | None = None
 
 
 class Batch(msgspec.Struct, tag="b", array_like=True):

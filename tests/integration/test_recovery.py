@@ -546,8 +546,10 @@ def test_restart_exports_one_series_per_window(
 def test_stopped_worker_sends_quiet_tick_last(
     new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
 ) -> None:
-    # A stopped worker's last watermark must not hold the clocks back, so
-    # the last record it sends to each counting partition is a quiet tick.
+    # A stopped worker's last watermark must not hold the clocks back until
+    # it goes stale. The last record it sends to each counting partition is
+    # a quiet tick that owns no input partition, so the clocks wait only for
+    # the next generation, whose workers read its partitions again.
     deployment = new_deployment("farewell", ADOPTION_WINDOWS="5m/5m")
     worker = launch(deployment)
     send(
@@ -569,6 +571,9 @@ def test_stopped_worker_sends_quiet_tick_last(
         assert isinstance(message, Tick), (partition, message)
         assert message.quiet, (partition, message)
         assert message.watermark_ms is None, (partition, message)
+        assert message.inputs == 0, (partition, message)
+        assert message.input_total == 4, (partition, message)
+        assert message.generation is not None and message.generation > 0, (partition, message)
 
 
 # Two workers: a rebalance moves series, and one tenant's events are counted once

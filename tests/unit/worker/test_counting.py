@@ -490,6 +490,75 @@ def test_lagging_ticks_still_move_clock() -> None:
     assert stage.clocks()[0] == at("07:05:00")
 
 
+def owner_tick(
+    sender: str, watermark_ms: int | None, generation: int, inputs: int, *, quiet: bool = False
+) -> Tick:
+    """Return a tick of a worker that owns ``inputs`` of 4 input partitions in ``generation``."""
+    return Tick(sender, watermark_ms, quiet, generation=generation, inputs=inputs, input_total=4)
+
+
+def test_clock_holds_until_new_owner_ticks() -> None:
+    # Worker b takes over one of a's partitions. a's first tick of the new
+    # generation no longer reads the slow partition, and moves past it.
+    clocks = FakeClocks(at("08:10:00"))
+    stage = make_stage(clocks)
+    stage.restore(0, [])
+    stage.process(0, [], [owner_tick("a", at("08:00:00"), 1, 4)])
+
+    stage.process(0, [], [owner_tick("a", at("08:05:00"), 2, 3)])
+    after_old_owner = stage.clocks()[0]
+    stage.process(0, [], [owner_tick("b", None, 2, 1)])
+    before_read = stage.clocks()[0]
+    stage.process(0, [], [owner_tick("b", at("08:01:00"), 2, 1)])
+
+    assert after_old_owner == at("08:00:00")
+    assert before_read == at("08:00:00")
+    assert stage.clocks()[0] == at("08:01:00")
+
+
+def test_older_generation_tick_ignored() -> None:
+    # A tick built before the rebalance and sent after it does not delay the clock.
+    clocks = FakeClocks(at("08:10:00"))
+    stage = make_stage(clocks)
+    stage.restore(0, [])
+    ticks = [owner_tick("a", at("08:00:00"), 1, 2), owner_tick("b", at("08:01:00"), 1, 2)]
+    stage.process(0, [], ticks)
+
+    ticks = [owner_tick("a", at("08:04:00"), 2, 4), owner_tick("b", at("08:02:00"), 1, 2)]
+    stage.process(0, [], ticks)
+
+    assert stage.clocks()[0] == at("08:04:00")
+
+
+def test_farewell_holds_clock_until_rebalance() -> None:
+    # A stopping worker's partitions are read again by the others only after
+    # the rebalance, from the committed offsets.
+    clocks = FakeClocks(at("08:10:00"))
+    stage = make_stage(clocks)
+    stage.restore(0, [])
+    ticks = [owner_tick("a", at("08:00:00"), 1, 2), owner_tick("b", at("08:03:00"), 1, 2)]
+    stage.process(0, [], ticks)
+
+    stage.process(
+        0, [], [owner_tick("a", None, 1, 0, quiet=True), owner_tick("b", at("08:06:00"), 1, 2)]
+    )
+    after_farewell = stage.clocks()[0]
+    stage.process(0, [], [owner_tick("b", at("08:02:00"), 2, 4)])
+
+    assert after_farewell == at("08:00:00")
+    assert stage.clocks()[0] == at("08:02:00")
+
+
+def test_ticks_without_generation_wait_for_all() -> None:
+    clocks = FakeClocks(at("08:10:00"))
+    stage = make_stage(clocks)
+    stage.restore(0, [])
+
+    stage.process(0, [], [owner_tick("a", at("08:05:00"), 2, 3), tick("b", at("08:01:00"))])
+
+    assert stage.clocks()[0] == at("08:01:00")
+
+
 # Late events
 
 

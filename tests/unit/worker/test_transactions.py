@@ -311,41 +311,52 @@ def test_unanswered_tick_write_logged_and_not_ready(
     assert writer.written == []
 
 
-# Input partitions moved to another worker
+# Ticks name the assignment they were computed on
 
 MOVED = TP("support-interactions", 0)
 REMAINING = TP("support-interactions", 1)
 
 
-def service_after_move(tmp_path: Path) -> AdoptionApp:
-    """Return a worker that read MOVED to 1,000,000 ms and REMAINING to 2,000,000, then lost MOVED."""
+def test_tick_names_generation_and_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     service = AdoptionApp(Settings(data_dir=tmp_path))
+    monkeypatch.setattr(service.app.consumer, "topic_partitions", lambda topic: 4)
+    service.app.consumer_generation_id = 7
     service._on_assigned({MOVED, REMAINING})
     service._input_newest_ms.update({MOVED: 1_000_000, REMAINING: 2_000_000})
-    service._on_assigned({REMAINING})
-    return service
+
+    tick = service.input_watermark()
+
+    assert tick.watermark_ms == 1_000_000
+    assert tick.generation == 7
+    assert tick.inputs == 2
+    assert tick.input_total == 4
 
 
-def test_moved_input_partition_holds_watermark(
+def test_moved_input_partition_leaves_watermark(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The new owner re-reads the moved partition from its committed offset,
-    # behind this worker's position, and ticks only once it has started.
-    service = service_after_move(tmp_path)
-
-    during_hold = service.input_watermark().watermark_ms
-    later = time.monotonic() + 10 * service.settings.tick_interval_ms / 1000 + 1
-    monkeypatch.setattr(time, "monotonic", lambda: later)
-    after_hold = service.input_watermark().watermark_ms
-
-    assert during_hold == 1_000_000
-    assert after_hold == 2_000_000
-
-
-def test_input_partition_back_drops_hold(tmp_path: Path) -> None:
-    service = service_after_move(tmp_path)
-
+    # Counting partitions hold their clocks until the new owner's tick of
+    # generation 8 covers the moved partition.
+    service = AdoptionApp(Settings(data_dir=tmp_path))
+    monkeypatch.setattr(service.app.consumer, "topic_partitions", lambda topic: 4)
+    service.app.consumer_generation_id = 7
     service._on_assigned({MOVED, REMAINING})
-    service._input_newest_ms[MOVED] = 1_500_000
+    service._input_newest_ms.update({MOVED: 1_000_000, REMAINING: 2_000_000})
+    service.app.consumer_generation_id = 8
+    service._on_assigned({REMAINING})
 
-    assert service.input_watermark().watermark_ms == 1_500_000
+    tick = service.input_watermark()
+
+    assert tick.watermark_ms == 2_000_000
+    assert tick.generation == 8
+    assert tick.inputs == 1
+
+
+def test_tick_without_metadata_has_no_total(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = AdoptionApp(Settings(data_dir=tmp_path))
+    monkeypatch.setattr(service.app.consumer, "topic_partitions", lambda topic: None)
+    service._on_assigned({MOVED})
+
+    assert service.input_watermark().input_total is None
