@@ -317,12 +317,18 @@ MOVED = TP("support-interactions", 0)
 REMAINING = TP("support-interactions", 1)
 
 
-def test_tick_names_generation_and_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def service_reading_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AdoptionApp:
+    """Return a worker of generation 7 that read MOVED to 1,000,000 ms and REMAINING to 2,000,000."""
     service = AdoptionApp(Settings(data_dir=tmp_path))
     monkeypatch.setattr(service.app.consumer, "topic_partitions", lambda topic: 4)
     service.app.consumer_generation_id = 7
     service._on_assigned({MOVED, REMAINING})
     service._input_newest_ms.update({MOVED: 1_000_000, REMAINING: 2_000_000})
+    return service
+
+
+def test_tick_names_generation_and_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = service_reading_both(tmp_path, monkeypatch)
 
     tick = service.input_watermark()
 
@@ -337,11 +343,7 @@ def test_moved_input_partition_leaves_watermark(
 ) -> None:
     # Counting partitions hold their clocks until the new owner's tick of
     # generation 8 covers the moved partition.
-    service = AdoptionApp(Settings(data_dir=tmp_path))
-    monkeypatch.setattr(service.app.consumer, "topic_partitions", lambda topic: 4)
-    service.app.consumer_generation_id = 7
-    service._on_assigned({MOVED, REMAINING})
-    service._input_newest_ms.update({MOVED: 1_000_000, REMAINING: 2_000_000})
+    service = service_reading_both(tmp_path, monkeypatch)
     service.app.consumer_generation_id = 8
     service._on_assigned({REMAINING})
 
