@@ -27,6 +27,7 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP, TopicT
 
 from stream.settings import Settings
+from stream.worker import fencing
 from stream.worker.output import OutgoingRecord, RecordWriter, new_producer, send_in_batches
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class BatchTransactions:
         self._writer = writer
         self._producers: dict[str, AIOKafkaProducer] = {}
         self._starting = asyncio.Lock()
+        if self.exactly_once:
+            fencing.install()
 
     async def start(self, agents: Iterable[str]) -> None:
         """Start the transactional producers of the agents, in exactly-once mode.
@@ -161,11 +164,30 @@ class BatchTransactions:
                 positions = {
                     TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()
                 }
-                await producer.send_offsets_to_transaction(positions, self._app.conf.id)
+                generation, member_id = self._group_member()
+                await fencing.send_offsets(
+                    producer, positions, self._app.conf.id, generation, member_id
+                )
             await producer.commit_transaction()
         except BaseException as exc:
             await self._abort(agent, producer, exc)
             raise
+
+    def _group_member(self) -> tuple[int, str]:
+        """Return this worker's consumer group generation and member id, or -1 and "" if unknown.
+
+        The group coordinator rejects offsets committed under a generation
+        it has left behind, as those of a worker that stalled while its
+        partitions moved. Both are read from the Kafka client's group
+        coordinator, private to aiokafka.
+        """
+        try:
+            consumer: Any = self._app.consumer
+            coordinator = consumer._thread._ensure_consumer()._coordinator
+            return int(coordinator.generation), str(coordinator.member_id)
+        except AttributeError as exc:
+            logger.warning("consumer group generation unknown, committing without it: %r", exc)
+            return -1, ""
 
     async def _producer(self, agent: str) -> AIOKafkaProducer:
         async with self._starting:
@@ -188,6 +210,14 @@ class BatchTransactions:
             return producer
 
     async def _abort(self, agent: str, producer: AIOKafkaProducer, cause: BaseException) -> None:
+        if isinstance(cause, fencing.STALE_MEMBER_ERRORS):
+            logger.error(
+                "transaction of agent %s rejected by consumer group %s: this worker's "
+                "generation is no longer current, so its partitions have moved to another "
+                "worker. The transaction is aborted and the worker stops",
+                agent,
+                self._app.conf.id,
+            )
         if isinstance(cause, ProducerFenced):
             logger.error(
                 "transaction of agent %s failed: transactional id %s was fenced by a newer "

@@ -4,6 +4,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -362,3 +363,25 @@ def test_tick_without_metadata_has_no_total(
     service._on_assigned({MOVED})
 
     assert service.input_watermark().input_total is None
+
+
+# Exactly-once commits name the consumer group generation
+
+
+def test_commit_names_group_generation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = AdoptionApp(Settings(data_dir=tmp_path, processing_guarantee="exactly_once"))
+    coordinator = SimpleNamespace(generation=5, member_id="member-1")
+    client = SimpleNamespace(_coordinator=coordinator)
+    monkeypatch.setattr(service.app.consumer._thread, "_ensure_consumer", lambda: client)
+
+    assert service.transactions._group_member() == (5, "member-1")
+
+
+def test_commit_without_group_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = AdoptionApp(Settings(data_dir=tmp_path, processing_guarantee="exactly_once"))
+    monkeypatch.setattr(service.app.consumer._thread, "_ensure_consumer", lambda: object())
+
+    assert service.transactions._group_member() == (-1, "")
+    assert "consumer group generation unknown" in caplog.text
