@@ -41,7 +41,8 @@ class WorkerMetrics:
         )
         self.duplicates = Counter(
             "adoption_events_duplicate",
-            "Events skipped because their event_id was already counted.",
+            "Events skipped because their event_id was already counted, or because they were "
+            "read again from an input offset already taken after their window closed.",
             ["tenant"],
             registry=registry,
         )

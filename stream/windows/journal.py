@@ -36,7 +36,13 @@ def encode_delta(delta: Delta) -> bytes:
     map keys, so a ``(tenant, slice start)`` key needs no conversion.
     """
     return _encoder.encode(
-        {"c": delta.clock_ms, "f": delta.finalized_ms, "counts": delta.counts, "ids": delta.ids}
+        {
+            "c": delta.clock_ms,
+            "f": delta.finalized_ms,
+            "counts": delta.counts,
+            "ids": delta.ids,
+            "o": delta.source_offsets,
+        }
     )
 
 
@@ -44,6 +50,8 @@ def decode_delta(payload: bytes) -> Delta:
     """Read a delta written by :func:`encode_delta`, or in the earlier list layout."""
     document = _decoder.decode(payload)
     delta = Delta(clock_ms=document["c"], finalized_ms=document["f"])
+    # Records written before input offsets were journaled have none.
+    delta.source_offsets = document.get("o", {})
     if "counts" in document:
         # Array keys decode as tuples, and arrays elsewhere as lists.
         delta.counts = document["counts"]

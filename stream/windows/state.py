@@ -53,6 +53,8 @@ class Delta:
     ids: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     clock_ms: int | None = None
     finalized_ms: int | None = None
+    # The newest input offset taken from each input topic and partition, all of them.
+    source_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def newest_slice_ms(self) -> int | None:
@@ -130,6 +132,11 @@ class PartitionState:
         self.finalized_ms: int | None = None
         self._seen: dict[str, int] = {}
         self._seen_by_slice: dict[int, list[str]] = {}
+        # The newest offset of each input partition whose events this partition
+        # has taken, counted or not. An event read again after a restart or a
+        # rebalance, whose slice has closed and id been forgotten meanwhile, is
+        # known by it: it was counted or sent to the dead-letter topic before.
+        self.source_offsets: dict[tuple[str, int], int] = {}
         self._delta = Delta()
 
     # Counting
@@ -145,9 +152,13 @@ class PartitionState:
         new_ids: dict[tuple[str, int], list[str]] = {}
         clock = self.clock_ms if self.clock_ms is not None else 0
         newest: dict[str, int] = {}
+        source_offsets = self.source_offsets
+        batch_offsets: dict[tuple[str, int], int] = {}
 
         for event in events:
             tenant = event.tenant
+            source = (event.source_topic, event.source_partition)
+            batch_offsets[source] = event.source_offset
             seen_key = tenant + "\x00" + event.event_id
             if seen_key in seen:
                 outcome.duplicates[tenant] = outcome.duplicates.get(tenant, 0) + 1
@@ -156,7 +167,11 @@ class PartitionState:
             occurred_at_ms = event.occurred_at_ms
             start = occurred_at_ms - occurred_at_ms % slice_ms
             if start < closed_before:
-                outcome.late.append(LateEvent(event, start, clock))
+                if event.source_offset <= source_offsets.get(source, -1):
+                    # Read again: counted, or sent to the dead-letter topic, before.
+                    outcome.duplicates[tenant] = outcome.duplicates.get(tenant, 0) + 1
+                else:
+                    outcome.late.append(LateEvent(event, start, clock))
                 continue
 
             seen[seen_key] = start
@@ -183,6 +198,9 @@ class PartitionState:
                 newest[tenant] = occurred_at_ms
             outcome.counted += 1
 
+        for source, offset in batch_offsets.items():
+            if offset > source_offsets.get(source, -1):
+                source_offsets[source] = offset
         self._merge_counts(batch, record=True)
         delta_ids = self._delta.ids
         if not delta_ids:
@@ -530,6 +548,7 @@ class PartitionState:
         delta = self._delta
         delta.clock_ms = self.clock_ms
         delta.finalized_ms = self.finalized_ms
+        delta.source_offsets = dict(self.source_offsets)
         self._delta = Delta()
         return delta
 
@@ -546,6 +565,9 @@ class PartitionState:
             record=False,
         )
         self._remember_ids(delta.ids)
+        for source, offset in delta.source_offsets.items():
+            if offset > self.source_offsets.get(source, -1):
+                self.source_offsets[source] = offset
 
     def finish_restore(self) -> None:
         """Mark the windows of restored slices that are not final yet as pending.
@@ -601,6 +623,7 @@ class PartitionState:
         for delta in deltas:
             delta.clock_ms = self.clock_ms
             delta.finalized_ms = self.finalized_ms
+            delta.source_offsets = dict(self.source_offsets)
         return deltas
 
 

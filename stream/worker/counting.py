@@ -76,7 +76,9 @@ class CountingStage:
         self._senders: dict[int, dict[str, _Sender]] = {}
         # The generation each partition last held its clock for, to log each wait once.
         self._waited_generation: dict[int, int] = {}
-        self._journaled_progress: dict[int, tuple[int | None, int | None]] = {}
+        self._journaled_progress: dict[
+            int, tuple[int | None, int | None, dict[tuple[str, int], int]]
+        ] = {}
         self._partial_progress: dict[int, tuple[int | None, bool]] = {}
         self._empty_progress: dict[int, int] = {}
         self.alerts = AlertDetector(alert_rules(settings))
@@ -114,7 +116,11 @@ class CountingStage:
         self.journals[partition] = journal
         self._last_data[partition] = self._monotonic()
         self._last_provisional[partition] = self._monotonic()
-        self._journaled_progress[partition] = (state.clock_ms, state.finalized_ms)
+        self._journaled_progress[partition] = (
+            state.clock_ms,
+            state.finalized_ms,
+            dict(state.source_offsets),
+        )
         logger.info(
             "restored partition %d from %d journal records in %.3f s: %d tenants, clock %s",
             partition,
@@ -406,7 +412,9 @@ class CountingStage:
     def _write_journal(self, partition: int, state: PartitionState, output: PartitionOutput) -> None:
         journal = self.journals[partition]
         delta = state.take_delta()
-        progress = (delta.clock_ms, delta.finalized_ms)
+        # A batch of late events only moves the input offsets, and they must
+        # survive a restart, or the events would go to the dead-letter topic again.
+        progress = (delta.clock_ms, delta.finalized_ms, delta.source_offsets)
         if not delta.is_empty() or self._journaled_progress.get(partition) != progress:
             key = journal.add(delta.newest_slice_ms)
             output.journal.append((key, encode_delta(delta)))

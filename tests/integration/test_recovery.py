@@ -120,6 +120,43 @@ def test_hard_kill_loses_and_doubles_nothing(
         assert len(finals_of(output, "*", "1h", end)) == 1
 
 
+def test_reread_closed_events_are_duplicates(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    # Input offsets are committed only once a minute, so the restarted worker
+    # reads every event again. By then the events' window is final and their
+    # ids are forgotten: the pacers moved the clock two hours on.
+    deployment = new_deployment(
+        "reread",
+        ADOPTION_WINDOWS="5m/5m",
+        ADOPTION_COMMIT_INTERVAL_MS="60s",
+        ADOPTION_WORKER_ID="reread-worker",
+    )
+    first = launch(deployment)
+    events: list[Outgoing] = [
+        (number % 4, f"e{number}".encode(), event(f"e{number}", "t5", "faq", at("08:01:00")))
+        for number in range(20)
+    ]
+    send(deployment.bootstrap_servers, deployment.input_topic, [*events, *pacers("10:00:00", "p1")])
+    end = stamp("08:05:00")
+    consume_until(
+        deployment.bootstrap_servers, [deployment.output_topic], has_finals(("t5", "5m", end))
+    )
+    first.kill()
+
+    second = launch(deployment)
+    assert wait_until(
+        lambda: counter_value(scrape(second), "adoption_events_duplicate_total", tenant="t5") >= 20,
+        timeout=60,
+    ), second.log_tail()
+
+    dead_letters = read_all(deployment.bootstrap_servers, deployment.dead_letter_topic)
+    assert [headers_of(record) for record in dead_letters] == []
+    assert counter_value(scrape(second), "adoption_events_late_total", tenant="t5") == 0
+    output = read_all(deployment.bootstrap_servers, deployment.output_topic)
+    assert [counts_of(record) for record in finals_of(output, "t5", "5m", end)] == [(20, 20)]
+
+
 # A worker killed inside its backlog: nothing lost, and with transactions nothing doubled
 
 

@@ -29,12 +29,22 @@ def test_encode_decode_delta_round_trip() -> None:
         },
         clock_ms=SLICE_10_00 + 5 * MINUTE_MS,
         finalized_ms=SLICE_10_00 + 3 * MINUTE_MS,
+        source_offsets={("support-interactions", 0): 41, ("other-input", 3): 7},
     )
 
     decoded = decode_delta(encode_delta(delta))
 
     assert decoded == delta
     assert decoded.newest_slice_ms == SLICE_10_00 + MINUTE_MS
+
+
+def test_decode_delta_without_source_offsets() -> None:
+    # Journals written before input offsets were journaled.
+    payload = msgspec.msgpack.encode({"c": SLICE_10_00, "f": None, "counts": {}, "ids": {}})
+
+    decoded = decode_delta(payload)
+
+    assert decoded.source_offsets == {}
 
 
 def test_encode_decode_empty_delta() -> None:

@@ -5,6 +5,7 @@ move it with ``advance_clock`` the way the counting stage does after each
 batch, never from the newest event alone.
 """
 
+import itertools
 import random
 from datetime import datetime
 
@@ -19,6 +20,8 @@ from stream.windows.state import ClosedWindow, Delta, PartitionState
 MINUTE_MS = 60_000
 GRACE_MS = 2 * MINUTE_MS
 ALL_TENANTS = "*"
+# Input offsets, one per interaction built, as a producer would append them.
+_offsets = itertools.count()
 
 FIVE_MINUTES = WindowSpec(name="5m", size_ms=5 * MINUTE_MS, step_ms=5 * MINUTE_MS)
 TEN_BY_FIVE = WindowSpec(name="10m", size_ms=10 * MINUTE_MS, step_ms=5 * MINUTE_MS)
@@ -49,8 +52,9 @@ def interaction(
     occurred_at: str,
     *,
     resolved: bool | None = None,
+    offset: int | None = None,
 ) -> Interaction:
-    """Build a valid interaction as the ingest stage would."""
+    """Build a valid interaction as the ingest stage would, at the next input offset."""
     return Interaction(
         event_id=event_id,
         occurred_at_ms=at(occurred_at),
@@ -62,7 +66,7 @@ def interaction(
         customer_id=None,
         source_topic="support-interactions",
         source_partition=0,
-        source_offset=0,
+        source_offset=next(_offsets) if offset is None else offset,
         raw_key=None,
         raw_value=b"{}",
     )
@@ -274,6 +278,54 @@ def test_count_late_event_id_not_remembered() -> None:
     assert len(second.late) == 1
     assert second.duplicates == {}
     assert state.remembered_ids == 0
+
+
+def test_late_event_read_again_is_duplicate() -> None:
+    # Read again from the same input offset after a restart: it went to the
+    # dead-letter topic, or was counted, the first time.
+    state = new_state()
+    state.advance_clock(at("09:20:00"))
+    late = interaction("r1", "t1", "chatbot", "09:02:00")
+
+    first = state.count([late])
+    second = state.count([late])
+
+    assert len(first.late) == 1
+    assert second.late == []
+    assert second.duplicates == {"t1": 1}
+
+
+def test_reread_counted_event_is_duplicate() -> None:
+    # A replay far faster than the commit interval: the id has been forgotten
+    # by the time the event is read again, but its input offset is known.
+    state = new_state()
+    counted = interaction("c1", "t1", "faq", "09:02:00")
+    state.count([counted])
+    state.advance_clock(at("12:00:00"))
+    state.close_windows()
+    state.expire()
+
+    again = state.count([counted])
+
+    assert state.remembered_ids == 0
+    assert again.late == []
+    assert again.duplicates == {"t1": 1}
+
+
+def test_input_offsets_survive_restore() -> None:
+    state = new_state()
+    counted = interaction("c2", "t1", "faq", "09:02:00")
+    state.count([counted])
+    restored = new_state()
+    restored.apply_delta(state.take_delta())
+    restored.advance_clock(at("12:00:00"))
+    restored.close_windows()
+    restored.expire()
+
+    again = restored.count([counted])
+
+    assert again.late == []
+    assert again.duplicates == {"t1": 1}
 
 
 def test_advance_clock_never_moves_back() -> None:
