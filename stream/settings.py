@@ -11,6 +11,7 @@ and environment variables named after the fields with the prefix
 import os
 import re
 import socket
+import tomllib
 from functools import reduce
 from math import gcd
 from collections.abc import Mapping
@@ -137,8 +138,8 @@ class Settings(BaseSettings):
     transaction_timeout_ms: int = Field(default=10_000, ge=1_000)
     unknown_channel: Literal["reject", "count"] = "reject"
     channels_file: Path = CONFIG_DIR / "channels.toml"
-    default_tenant: str = "default"
-    all_tenants: str = "*"
+    default_tenant: str = Field(default="default", min_length=1)
+    all_tenants: str = Field(default="*", min_length=1)
     max_tenant_series: int = Field(default=100, ge=0)
     alert_window: str | None = None
     alert_floor: float = Field(default=0.2, ge=0.0, le=1.0)
@@ -205,6 +206,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"alert_window {self.alert_window!r} is not a configured window: use one of "
                 f"{[spec.name for spec in self.windows]}"
+            )
+        if self.default_tenant == self.all_tenants:
+            raise ValueError(
+                f"default_tenant {self.default_tenant!r} is the all_tenants name: events "
+                "without a tenant would be mixed into the all-tenants figure"
             )
         outputs = {self.output_topic, self.dead_letter_topic, self.alerts_topic}
         overlap = outputs.intersection(self.input_topics)
@@ -316,6 +322,9 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(f"invalid settings: {describe_errors(exc)}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        path = config_file if config_file is not None else DEFAULT_CONFIG_FILE
+        raise ConfigError(f"invalid settings file {path}: {exc}") from exc
     except ValueError as exc:
         raise ConfigError(f"invalid settings: {exc}") from exc
     return settings
@@ -333,7 +342,12 @@ def describe_errors(error: ValidationError) -> str:
             continue
         value = detail.get("input")
         # Pydantic's own messages do not name the value; the project's checks may.
-        if value is not None and not isinstance(value, dict) and repr(value) not in message:
+        if value is not None and not isinstance(value, dict) and not _names(message, value):
             message = f"{message} (got {value!r})"
         parts.append(f"{location}: {message}")
     return "; ".join(parts)
+
+
+def _names(message: str, value: Any) -> bool:
+    """Tell whether ``message`` quotes ``value`` on its own, not as part of a longer number."""
+    return re.search(rf"(?<![\w.]){re.escape(repr(value))}(?![\w.])", message) is not None

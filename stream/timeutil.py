@@ -12,21 +12,35 @@ from datetime import UTC, datetime, timedelta
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+# About 100 years, far beyond any data's span: a longer grace would keep every window open.
+MAX_DURATION_MS = 36_500 * 86_400_000
 
 
 def parse_duration_ms(text: str | int) -> int:
     """Parse ``"5m"``, ``"90s"``, ``"24h"`` or a plain integer of milliseconds."""
+    if isinstance(text, bool):
+        # A TOML or JSON true would otherwise read as 1 ms.
+        raise ValueError(
+            f"invalid duration {text!r}: expected milliseconds or a duration like '5m'"
+        )
     if isinstance(text, int):
         if text < 0:
             raise ValueError(f"invalid duration {text!r}: must not be negative")
-        return text
-    match = _DURATION.match(text)
-    if match is None:
+        duration_ms = text
+    else:
+        match = _DURATION.match(text)
+        if match is None:
+            raise ValueError(
+                f"invalid duration {text!r}: expected milliseconds or a number with a unit "
+                "ms, s, m, h or d, like '5m'"
+            )
+        duration_ms = int(match.group(1)) * _UNIT_MS[match.group(2) or "ms"]
+    if duration_ms > MAX_DURATION_MS:
         raise ValueError(
-            f"invalid duration {text!r}: expected milliseconds or a number with a unit "
-            "ms, s, m, h or d, like '5m'"
+            f"invalid duration {text!r}: more than {MAX_DURATION_MS // _UNIT_MS['d']}d, the "
+            "longest allowed"
         )
-    return int(match.group(1)) * _UNIT_MS[match.group(2) or "ms"]
+    return duration_ms
 
 
 def format_duration(duration_ms: int) -> str:

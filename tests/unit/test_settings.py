@@ -4,6 +4,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from stream.errors import ConfigError
 from stream.settings import Settings, load_settings
@@ -328,3 +329,52 @@ def test_invalid_settings_reported_on_one_line(monkeypatch: pytest.MonkeyPatch) 
     assert message.count("'soon'") == 1
     assert "alert_floor: Input should be less than or equal to 1 (got '2')" in message
     assert "errors.pydantic.dev" not in message
+
+
+def test_number_inside_a_limit_still_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # "10" is part of "1024" in the message, which does not name the value.
+    config_file = tmp_path / "settings.toml"
+    config_file.write_text("max_partition_fetch_bytes = 10\n")
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(config_file))
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+
+    assert "greater than or equal to 1024 (got 10)" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", "invalid duration True"), ("36501d", "more than 36500d")],
+)
+def test_grace_out_of_range_rejected(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, expected: str
+) -> None:
+    config_file = tmp_path / "settings.toml"
+    config_file.write_text(f"grace_ms = {text if text == 'true' else repr(text)}\n")
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(config_file))
+
+    with pytest.raises(ConfigError, match=expected):
+        load_settings()
+
+
+def test_default_tenant_must_not_be_all_tenants() -> None:
+    with pytest.raises(ValidationError, match="default_tenant '\\*' is the all_tenants name"):
+        Settings(default_tenant="*")
+
+
+def test_empty_all_tenants_rejected() -> None:
+    with pytest.raises(ValidationError, match="all_tenants"):
+        Settings(all_tenants="")
+
+
+def test_invalid_toml_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config_file = tmp_path / "settings.toml"
+    config_file.write_text("grace_ms = \n")
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(config_file))
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+
+    assert f"invalid settings file {config_file}: " in str(raised.value)
+    assert "line 1" in str(raised.value)
