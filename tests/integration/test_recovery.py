@@ -9,6 +9,7 @@ import os
 import random
 import re
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -155,6 +156,48 @@ def test_reread_closed_events_are_duplicates(
     assert counter_value(scrape(second), "adoption_events_late_total", tenant="t5") == 0
     output = read_all(deployment.bootstrap_servers, deployment.output_topic)
     assert [counts_of(record) for record in finals_of(output, "t5", "5m", end)] == [(20, 20)]
+
+
+def test_killed_worker_watermark_released_after_restart(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    # The killed worker's last watermark (08:08) would hold the clocks until
+    # it went stale, three idle timeouts later. Its ticks belong to an older
+    # consumer group generation than the restarted worker's, so they are
+    # dropped as soon as the restarted worker owns every input partition.
+    deployment = new_deployment(
+        "released", ADOPTION_WINDOWS="5m/5m", ADOPTION_IDLE_TIMEOUT_MS="30s"
+    )
+    first = launch(deployment)
+    early: list[Outgoing] = [
+        (number % 4, None, event(f"a{number}", "t6", "faq", at("08:01:00"))) for number in range(8)
+    ]
+    send(deployment.bootstrap_servers, deployment.input_topic, [*early, *pacers("08:08:00", "p1")])
+    consume_until(
+        deployment.bootstrap_servers,
+        [deployment.output_topic],
+        has_finals(("t6", "5m", stamp("08:05:00"))),
+    )
+    first.kill()
+
+    launch(deployment)
+    later: list[Outgoing] = [
+        (number % 4, None, event(f"b{number}", "t6", "faq", at("08:11:00"))) for number in range(8)
+    ]
+    send(deployment.bootstrap_servers, deployment.input_topic, [*later, *pacers("08:18:00", "p2")])
+    sent_at = time.monotonic()
+    records = consume_until(
+        deployment.bootstrap_servers,
+        [deployment.output_topic],
+        has_finals(("t6", "5m", stamp("08:15:00"))),
+        timeout=120,
+    )
+    waited = time.monotonic() - sent_at
+
+    assert [counts_of(record) for record in finals_of(records, "t6", "5m", stamp("08:15:00"))] == [
+        (8, 8)
+    ]
+    assert waited < 30, f"final record {waited:.0f} s after the events, not within 30 s"
 
 
 # A worker killed inside its backlog: nothing lost, and with transactions nothing doubled
