@@ -84,6 +84,10 @@ def run_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG_ERROR
+    # The Kafka client logs each failed connection; the one line below says it all.
+    client_log = logging.getLogger("aiokafka")
+    client_level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
     try:
         asyncio.run(ensure_topics(settings))
     except AdoptionRateError as exc:
@@ -91,11 +95,14 @@ def run_worker(args: argparse.Namespace) -> int:
         return EXIT_CONFIG_ERROR
     except (KafkaError, OSError) as exc:
         print(
-            f"adoption-rate worker: cannot reach Kafka at {settings.bootstrap_servers}: {exc!r}. "
-            "Check bootstrap_servers (ADOPTION_BOOTSTRAP_SERVERS) and that the broker runs",
+            f"adoption-rate worker: cannot reach Kafka at {settings.bootstrap_servers}: {exc}. "
+            "Check that the broker runs, and bootstrap_servers (ADOPTION_BOOTSTRAP_SERVERS, "
+            "else KAFKA_BOOTSTRAP_SERVERS, else the settings file)",
             file=sys.stderr,
         )
         return EXIT_KAFKA_UNAVAILABLE
+    finally:
+        client_log.setLevel(client_level)
 
     import faust
 

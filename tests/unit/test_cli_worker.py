@@ -25,6 +25,7 @@ def test_worker_unreachable_broker_exits_69(capsys: pytest.CaptureFixture[str]) 
     assert status == 69
     assert f"cannot reach Kafka at {address}" in error
     assert "Traceback" not in error
+    assert len(error.strip().splitlines()) == 1, error
 
 
 def test_worker_channels_folder_exits_2(
