@@ -1,8 +1,10 @@
 """Start-up errors of ``adoption-rate worker``: one clear line and an exit status, no traceback."""
 
-from pathlib import Path
-
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +27,29 @@ def test_worker_unreachable_broker_exits_69(capsys: pytest.CaptureFixture[str]) 
     assert status == 69
     assert f"cannot reach Kafka at {address}" in error
     assert "Traceback" not in error
-    assert len(error.strip().splitlines()) == 1, error
+
+
+def test_worker_unreachable_broker_one_line(tmp_path: Path) -> None:
+    # In its own process, where the Kafka client's log reaches stderr too.
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    environment = {
+        **os.environ,
+        "ADOPTION_DATA_DIR": str(tmp_path / "data"),
+        "ADOPTION_WEB_PORT": str(free_ports(1)[0]),
+    }
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "stream", "worker", "--bootstrap-servers", address],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    lines = finished.stderr.strip().splitlines()
+    assert finished.returncode == 69
+    assert len(lines) == 1, finished.stderr
+    assert "cannot reach Kafka" in lines[0]
 
 
 def test_worker_channels_folder_exits_2(
