@@ -212,10 +212,17 @@ class Settings(BaseSettings):
                 f"default_tenant {self.default_tenant!r} is the all_tenants name: events "
                 "without a tenant would be mixed into the all-tenants figure"
             )
-        outputs = {self.output_topic, self.dead_letter_topic, self.alerts_topic}
-        overlap = outputs.intersection(self.input_topics)
-        if overlap:
-            raise ValueError(f"input_topics {sorted(overlap)} is also an output topic")
+        outputs = {
+            "output_topic": self.output_topic,
+            "dead_letter_topic": self.dead_letter_topic,
+            "alerts_topic": self.alerts_topic,
+        }
+        for field, topic in outputs.items():
+            if topic in self.input_topics:
+                raise ValueError(
+                    f"{field} {topic!r} is also in input_topics: the worker would read its own "
+                    "records"
+                )
         return self
 
     @property

@@ -144,15 +144,19 @@ def test_zero_interval_rejected(monkeypatch: pytest.MonkeyPatch, variable: str) 
 
 
 @pytest.mark.parametrize(
-    "output_topic",
-    ["self-service-adoption-rates", "support-interactions-dlq", "self-service-adoption-alerts"],
+    ("field", "output_topic"),
+    [
+        ("output_topic", "self-service-adoption-rates"),
+        ("dead_letter_topic", "support-interactions-dlq"),
+        ("alerts_topic", "self-service-adoption-alerts"),
+    ],
 )
 def test_input_topic_equal_to_output_topic(
-    monkeypatch: pytest.MonkeyPatch, output_topic: str
+    monkeypatch: pytest.MonkeyPatch, field: str, output_topic: str
 ) -> None:
     monkeypatch.setenv("ADOPTION_INPUT_TOPICS", f"a,{output_topic}")
 
-    message = rf"input_topics \['{output_topic}'\] is also an output topic"
+    message = rf"{field} '{output_topic}' is also in input_topics"
     with pytest.raises(ConfigError, match=message):
         load_settings()
 
@@ -161,7 +165,7 @@ def test_output_topic_set_to_input_topic(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("ADOPTION_INPUT_TOPICS", "events")
     monkeypatch.setenv("ADOPTION_OUTPUT_TOPIC", "events")
 
-    with pytest.raises(ConfigError, match=r"input_topics \['events'\]"):
+    with pytest.raises(ConfigError, match=r"output_topic 'events' is also in input_topics"):
         load_settings()
 
 
