@@ -372,13 +372,29 @@ def _check_values(
     return fields
 
 
+def _encoding_rejection(raw: bytes) -> Rejection:
+    """Return the rejection of a value that is not UTF-8, naming the first bad byte's offset."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(
+            Reason.INVALID_JSON,
+            f"value is not valid UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} "
+            f"({exc.reason})",
+        )
+    return Rejection(Reason.INVALID_JSON, "value is not valid UTF-8")
+
+
 def _read_fields(
     raw: bytes, default_tenant: str, reserved_tenants: frozenset[str]
 ) -> _Fields | Rejection:
     """Read the fields of a record one by one, and return the first problem found."""
     try:
         document = _decoder.decode(raw)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError:
+        # The decoder reports the position inside the string it was reading.
+        return _encoding_rejection(raw)
+    except (msgspec.DecodeError, RecursionError, ValueError) as exc:
         return Rejection(Reason.INVALID_JSON, f"value is not valid JSON: {exc}")
     if not isinstance(document, dict):
         return Rejection(

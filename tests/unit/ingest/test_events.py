@@ -133,6 +133,17 @@ def test_parse_event_truncated_json(channels: ChannelTable) -> None:
     assert result.reason == Reason.INVALID_JSON
 
 
+def test_parse_event_bad_byte_offset_in_value(channels: ChannelTable) -> None:
+    value = b'{"event_id": "m1", "tenant": "t\xff1", "channel": "faq", "occurred_at": 1}'
+
+    offset = value.index(b"\xff")
+
+    result = rejected(parse(channels, value))
+
+    assert result.reason == Reason.INVALID_JSON
+    assert f"byte 0xff at offset {offset}" in result.detail
+
+
 def test_parse_event_json_array(channels: ChannelTable) -> None:
     result = rejected(parse(channels, json.dumps([document()]).encode()))
 
