@@ -335,11 +335,17 @@ def test_invalid_settings_reported_on_one_line(monkeypatch: pytest.MonkeyPatch) 
     assert "errors.pydantic.dev" not in message
 
 
+def use_settings_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str) -> Path:
+    """Write ``text`` to a settings file and point ADOPTION_CONFIG_FILE at it."""
+    config_file = tmp_path / "settings.toml"
+    config_file.write_text(text)
+    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(config_file))
+    return config_file
+
+
 def test_number_inside_a_limit_still_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # "10" is part of "1024" in the message, which does not name the value.
-    config_file = tmp_path / "settings.toml"
-    config_file.write_text("max_partition_fetch_bytes = 10\n")
-    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(config_file))
+    use_settings_file(monkeypatch, tmp_path, "max_partition_fetch_bytes = 10\n")
 
     with pytest.raises(ConfigError) as raised:
         load_settings()
@@ -354,9 +360,8 @@ def test_number_inside_a_limit_still_named(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_grace_out_of_range_rejected(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, expected: str
 ) -> None:
-    config_file = tmp_path / "settings.toml"
-    config_file.write_text(f"grace_ms = {text if text == 'true' else repr(text)}\n")
-    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(config_file))
+    value = text if text == "true" else repr(text)
+    use_settings_file(monkeypatch, tmp_path, f"grace_ms = {value}\n")
 
     with pytest.raises(ConfigError, match=expected):
         load_settings()
@@ -373,9 +378,7 @@ def test_empty_all_tenants_rejected() -> None:
 
 
 def test_invalid_toml_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    config_file = tmp_path / "settings.toml"
-    config_file.write_text("grace_ms = \n")
-    monkeypatch.setenv("ADOPTION_CONFIG_FILE", str(config_file))
+    config_file = use_settings_file(monkeypatch, tmp_path, "grace_ms = \n")
 
     with pytest.raises(ConfigError) as raised:
         load_settings()
