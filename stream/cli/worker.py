@@ -84,7 +84,7 @@ def run_worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG_ERROR
-    # The Kafka client logs each failed connection; the one line below says it all.
+    # The Kafka client logs each failed connection, and the error below reports it in one line.
     client_log = logging.getLogger("aiokafka")
     client_level = client_log.level
     client_log.setLevel(logging.CRITICAL)
