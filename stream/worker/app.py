@@ -513,6 +513,8 @@ class AdoptionApp:
         counting partitions can wait for the new owners after a rebalance.
         """
         now = time.monotonic()
+        if self._input_total is None:
+            self._input_total = self._count_input_partitions()
         watermarks: list[int] = []
         waiting = False
         for tp in self._input_partitions:
@@ -854,16 +856,23 @@ class AdoptionApp:
         )
 
     def _count_input_partitions(self) -> int | None:
-        """Return the partitions of the input topics in the assignment's metadata, if known."""
+        """Return the number of partitions of the input topics in the consumer's metadata.
+
+        The consumer's client holds metadata of every topic it subscribes
+        to, on every member of the group. Faust's ``topic_partitions`` reads
+        the assignment's snapshot instead, which only the group leader has.
+        """
+        try:
+            client = cast(Any, self.app.consumer)._thread._ensure_consumer()
+        except Exception as exc:  # noqa: BLE001 - without it, ticks carry no coverage
+            logger.debug("input partition count unknown: %r", exc)
+            return None
         total = 0
         for topic in self.settings.input_topics:
-            try:
-                partitions = self.app.consumer.topic_partitions(topic)
-            except Exception:  # noqa: BLE001 - without it, ticks carry no coverage
+            partitions = client.partitions_for_topic(topic)
+            if not partitions:
                 return None
-            if partitions is None:
-                return None
-            total += partitions
+            total += len(partitions)
         return total
 
     def is_ready(self) -> bool:

@@ -403,6 +403,17 @@ def test_join_inside_backlog_counts_each_event_once(
     check_backlog_counted(deployment, load, invalid, exactly_once=guarantee == "exactly_once")
     # The second worker took input partitions while they still had a backlog.
     assert consumed(scrape(second), deployment) > 0, second.log_tail()
+    # Both workers, the group leader and the other, name the input partitions'
+    # number, without which counting partitions cannot wait for new owners.
+    internal = read_all(deployment.bootstrap_servers, f"{deployment.app_id}-by-tenant")
+    ticks = [decode_internal(record.value) for record in internal]
+    totals: dict[str, set[int | None]] = {}
+    for message in ticks:
+        tick = message.tick if isinstance(message, Batch) else message
+        if tick.generation is not None and tick.generation >= 2:
+            totals.setdefault(tick.sender, set()).add(tick.input_total)
+    assert len(totals) == 2, totals
+    assert all(found == {BACKLOG_PARTITIONS} for found in totals.values()), totals
 
 
 async def wait_for_group_state(

@@ -321,7 +321,8 @@ REMAINING = TP("support-interactions", 1)
 def service_reading_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AdoptionApp:
     """Return a worker of generation 7 that read MOVED to 1,000,000 ms and REMAINING to 2,000,000."""
     service = AdoptionApp(Settings(data_dir=tmp_path))
-    monkeypatch.setattr(service.app.consumer, "topic_partitions", lambda topic: 4)
+    client = SimpleNamespace(partitions_for_topic=lambda topic: {0, 1, 2, 3})
+    monkeypatch.setattr(service.app.consumer._thread, "_ensure_consumer", lambda: client)
     service.app.consumer_generation_id = 7
     service._on_assigned({MOVED, REMAINING})
     service._input_newest_ms.update({MOVED: 1_000_000, REMAINING: 2_000_000})
@@ -359,7 +360,8 @@ def test_tick_without_metadata_has_no_total(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = AdoptionApp(Settings(data_dir=tmp_path))
-    monkeypatch.setattr(service.app.consumer, "topic_partitions", lambda topic: None)
+    client = SimpleNamespace(partitions_for_topic=lambda topic: None)
+    monkeypatch.setattr(service.app.consumer._thread, "_ensure_consumer", lambda: client)
     service._on_assigned({MOVED})
 
     assert service.input_watermark().input_total is None
