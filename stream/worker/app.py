@@ -169,6 +169,8 @@ class AdoptionApp:
         self._input_backlog: dict[TP, int] = {}
         # Partitions of the input topics when this worker was last assigned.
         self._input_total: int | None = None
+        # The consumer group generation of this worker's last assignment.
+        self._generation: int | None = None
         self._ingesting = False
         self._stage_tasks: dict[str, asyncio.Task[Any]] = {}
         self._leaving = False
@@ -830,6 +832,10 @@ class AdoptionApp:
         by_tenant = self.by_tenant_topic.get_topic_name()
         counting = {tp.partition for tp in assigned if tp.topic == by_tenant}
         self._counting_partitions = counting
+        generation = self.app.consumer_generation_id
+        if self._generation is not None and generation != self._generation + 1:
+            self._forget_state(self._generation, generation)
+        self._generation = generation
         inputs = {tp for tp in assigned if tp.topic in self.settings.input_topics}
         self._input_total = self._count_input_partitions()
         if inputs != self._input_partitions:
@@ -853,6 +859,29 @@ class AdoptionApp:
         self._assigned = True
         logger.info(
             "partitions assigned: counting %s, all-tenants %s", sorted(counting), owns
+        )
+
+    def _forget_state(self, previous: int, generation: int) -> None:
+        """Drop the state of every partition, to be restored from the changelogs.
+
+        A worker that missed a generation, as one that stalled past its
+        session timeout, may have had its partitions taken by another worker
+        meanwhile, which counted and journaled more. Its state in memory is
+        then stale, even for partitions it gets back. Faust's recovery reads
+        the changelogs again at every assignment, and each partition is
+        restored from them at its next batch.
+        """
+        dropped = self.counting.keep_only(set())
+        if self.owns_all_tenants:
+            self.all_tenants = AllTenantsState(self.settings, log=self.record_log)
+            self._all_tenants_restored = False
+        logger.warning(
+            "consumer group generation went from %d to %d: this worker missed a rebalance, "
+            "so the state of counting partitions %s and the all-tenants figure is restored "
+            "from the changelogs",
+            previous,
+            generation,
+            sorted(dropped),
         )
 
     def _count_input_partitions(self) -> int | None:

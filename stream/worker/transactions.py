@@ -149,6 +149,9 @@ class BatchTransactions:
             return
 
         producer = await self._producer(agent)
+        # The generation the batch's records were read in: a worker that
+        # stalls mid-batch and rejoins must not commit them as a new member.
+        generation, member_id = self._group_member()
         await producer.begin_transaction()
         try:
             yield output
@@ -164,7 +167,6 @@ class BatchTransactions:
                 positions = {
                     TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()
                 }
-                generation, member_id = self._group_member()
                 await fencing.send_offsets(
                     producer, positions, self._app.conf.id, generation, member_id
                 )

@@ -155,7 +155,8 @@ def test_reread_closed_events_are_duplicates(
     assert [headers_of(record) for record in dead_letters] == []
     assert counter_value(scrape(second), "adoption_events_late_total", tenant="t5") == 0
     output = read_all(deployment.bootstrap_servers, deployment.output_topic)
-    assert [counts_of(record) for record in finals_of(output, "t5", "5m", end)] == [(20, 20)]
+    # At least once, the final record may come again after the crash, never different.
+    assert {counts_of(record) for record in finals_of(output, "t5", "5m", end)} == {(20, 20)}
 
 
 def test_killed_worker_watermark_released_after_restart(

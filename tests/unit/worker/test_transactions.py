@@ -387,3 +387,37 @@ def test_commit_without_group_generation(
 
     assert service.transactions._group_member() == (-1, "")
     assert "consumer group generation unknown" in caplog.text
+
+
+# A worker that missed a generation restores its state
+
+
+def assigned_with_state(tmp_path: Path, generation: int) -> AdoptionApp:
+    """Return a worker of ``generation`` with counting partition 0 in memory."""
+    service = AdoptionApp(Settings(data_dir=tmp_path))
+    partition = TP(service.by_tenant_topic_name, 0)
+    service.app.consumer_generation_id = generation
+    service._on_assigned({partition})
+    service.counting.restore(0, [])
+    return service
+
+
+def test_next_generation_keeps_state(tmp_path: Path) -> None:
+    service = assigned_with_state(tmp_path, 3)
+
+    service.app.consumer_generation_id = 4
+    service._on_assigned({TP(service.by_tenant_topic_name, 0)})
+
+    assert list(service.counting.states) == [0]
+
+
+def test_missed_generation_drops_state(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Stalled past its session timeout, the worker missed generation 4, in
+    # which another worker counted partition 0.
+    service = assigned_with_state(tmp_path, 3)
+
+    service.app.consumer_generation_id = 5
+    service._on_assigned({TP(service.by_tenant_topic_name, 0)})
+
+    assert service.counting.states == {}
+    assert "generation went from 3 to 5" in caplog.text
