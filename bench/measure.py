@@ -23,7 +23,7 @@ import psutil
 SAMPLE_SECONDS = 0.5
 
 # Contenders run in sessions of their own, so a signal to the bench does not
-# reach them; the bench stops those still running when it exits.
+# reach them. The bench stops those still running when it exits.
 _running: "set[Contender]" = set()
 
 

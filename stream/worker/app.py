@@ -887,8 +887,8 @@ class AdoptionApp:
     def _count_input_partitions(self) -> int | None:
         """Return the number of partitions of the input topics in the consumer's metadata.
 
-        The consumer's client holds metadata of every topic it subscribes
-        to, on every member of the group. Faust's ``topic_partitions`` reads
+        On every member of the group, the consumer's client contains the
+        metadata of every topic it subscribes to. Faust's ``topic_partitions`` reads
         the assignment's snapshot instead, which only the group leader has.
         """
         try:
