@@ -1,4 +1,6 @@
-"""Dead-letter records: the original key and value, with the reason in headers."""
+"""Dead-letter records: the original key, value and headers, with the reason in headers."""
+
+from collections.abc import Sequence
 
 from stream.ingest.events import Reason
 
@@ -14,9 +16,18 @@ def dead_letter_headers(
     offset: int,
     window: str | None = None,
     window_name: str | None = None,
-) -> list[tuple[str, bytes]]:
-    """Return the headers with the reason for and the source of a rejected record."""
+    original: Sequence[tuple[str, bytes | None]] | None = None,
+) -> list[tuple[str, bytes | None]]:
+    """Return the record's ``original`` headers, then the reason for and source of its rejection.
+
+    Original headers named like the worker's own are left out: they come from
+    an earlier rejection, as when dead letters are fixed and sent again, and
+    would contradict the reason of this one.
+    """
     headers = [
+        (name, value) for name, value in original or () if not name.startswith(HEADER_PREFIX)
+    ]
+    headers += [
         (HEADER_PREFIX + "reason", reason.value.encode()),
         (HEADER_PREFIX + "detail", detail.encode()),
         (HEADER_PREFIX + "source.topic", topic.encode()),

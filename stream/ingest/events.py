@@ -6,6 +6,7 @@ machine-readable reason; it never raises for bad input.
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -69,6 +70,8 @@ class Interaction(msgspec.Struct, array_like=True, frozen=True):
     source_offset: int
     raw_key: bytes | None
     raw_value: bytes
+    # The record's headers, for its dead-letter record should it be late.
+    raw_headers: list[tuple[str, bytes | None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +84,14 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
-    """Source topic, partition, offset and exact bytes of a record."""
+    """Source topic, partition, offset, exact bytes and headers of a record."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejection:
@@ -198,7 +201,7 @@ def _tenant_problem(tenant: str, reserved_tenants: frozenset[str]) -> Rejection 
 
 
 class Source(Protocol):
-    """A record's topic, partition, offset and exact bytes.
+    """A record's topic, partition, offset, exact bytes and headers.
 
     A :class:`SourceRecord` has them, and so does a consumer record.
     """
@@ -217,6 +220,9 @@ class Source(Protocol):
 
     @property
     def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 class _Fields(msgspec.Struct):
@@ -319,6 +325,7 @@ def _parse_event(
             f"channel {channel!r} is not in the channel table: add it to channels_file",
         )
 
+    headers = source.headers
     return Interaction(
         event_id=fields.event_id,  # type: ignore[arg-type]  # a string by now
         occurred_at_ms=occurred_at_ms,
@@ -333,6 +340,7 @@ def _parse_event(
         source_offset=source.offset,
         raw_key=source.key,
         raw_value=raw,
+        raw_headers=list(headers) if headers else None,
     )
 
 

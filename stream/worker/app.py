@@ -567,6 +567,7 @@ class AdoptionApp:
                 topic=source.topic,
                 partition=source.partition,
                 offset=source.offset,
+                original=source.headers,
             ),
         )
 

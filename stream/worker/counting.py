@@ -459,6 +459,7 @@ class CountingStage:
                 offset=event.source_offset,
                 window=window,
                 window_name=spec.name,
+                original=event.raw_headers,
             ),
         )
 

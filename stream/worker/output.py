@@ -33,7 +33,7 @@ class OutgoingRecord:
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
+    headers: list[tuple[str, bytes | None]] | None = None
     partition: int | None = None
 
 

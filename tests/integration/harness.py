@@ -336,8 +336,14 @@ class Sent:
 Outgoing = tuple[int | None, bytes | None, bytes | None]  # (partition, key, value)
 
 
-def send(bootstrap_servers: str, topic: str, records: Sequence[Outgoing]) -> list[Sent]:
-    """Produce records in order and return where each landed.
+def send(
+    bootstrap_servers: str,
+    topic: str,
+    records: Sequence[Outgoing],
+    *,
+    headers: Sequence[tuple[str, bytes]] | None = None,
+) -> list[Sent]:
+    """Produce records in order, each with ``headers``, and return where each landed.
 
     Records are sent without waiting for each acknowledgement, so thousands
     go out in a few batches. The producer keeps the order within a partition.
@@ -348,7 +354,7 @@ def send(bootstrap_servers: str, topic: str, records: Sequence[Outgoing]) -> lis
         await producer.start()
         try:
             futures = [
-                await producer.send(topic, value, key=key, partition=partition)
+                await producer.send(topic, value, key=key, partition=partition, headers=headers)
                 for partition, key, value in records
             ]
             metadata = await asyncio.gather(*futures)

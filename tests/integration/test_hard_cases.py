@@ -470,6 +470,11 @@ BAD_RECORDS = [
 ]
 
 
+# Every bad record carries these: a header of the producer's own, and one
+# that an earlier rejection left on a record sent again from the dead-letter topic.
+BAD_RECORD_HEADERS = [("trace-id", b"4bf92f3577b34da6"), ("adoption.reason", b"invalid_json")]
+
+
 @dataclass
 class BadRecordsRun:
     """What one worker did with good events, bad records and an excluded channel."""
@@ -525,7 +530,7 @@ def bad_records_run(
         rest.append((1, b"g2", event("g2", "t4", "phone", at("12:00:50"))))
         rest.append((2, b"x1", event("x1", "t8-excluded", "integrated_agency", at("12:02:00"))))
         rest.extend(pacers("12:08:00", "p2"))
-        sent = send(kafka_bootstrap, deployment.input_topic, rest)
+        sent = send(kafka_bootstrap, deployment.input_topic, rest, headers=BAD_RECORD_HEADERS)
 
         end = stamp("12:05:00")
         outputs = consume_until(
@@ -573,6 +578,9 @@ def test_bad_record_kept_in_dead_letter(bad: BadRecord, bad_records_run: BadReco
     headers = headers_of(dead_letter)
     assert dead_letter.value == bad.value
     assert dead_letter.key == bad.key
+    # The record's own headers come first; one left by an earlier rejection is dropped.
+    assert dead_letter.headers[0] == BAD_RECORD_HEADERS[0]
+    assert [name for name, _ in dead_letter.headers].count("adoption.reason") == 1
     assert headers["adoption.reason"] == bad.reason
     assert headers["adoption.source.topic"] == run.deployment.input_topic
     assert headers["adoption.detail"]

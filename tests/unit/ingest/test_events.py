@@ -108,6 +108,27 @@ def test_parse_event_valid_keeps_source(channels: ChannelTable) -> None:
     assert event.raw_value == raw
 
 
+def test_parse_event_keeps_headers(channels: ChannelTable) -> None:
+    # A late event's dead-letter record, written by the counting stage, needs them.
+    raw = json.dumps(document()).encode()
+    headers = (("trace-id", b"4bf92f35"), ("empty", None))
+    record = SourceRecord("support-interactions", 2, 41, b"k", raw, headers)
+
+    event = accepted(
+        parse_event(
+            record,
+            channels=channels,
+            count_unknown_channels=False,
+            default_tenant="default",
+            now_ms=NOW_MS,
+            max_future_ms=MAX_FUTURE_MS,
+        )
+    )
+
+    assert event.raw_headers == [("trace-id", b"4bf92f35"), ("empty", None)]
+    assert accepted(parse(channels, raw)).raw_headers is None
+
+
 def test_parse_event_default_tenant(channels: ChannelTable) -> None:
     assert accepted(parse_fields(channels, tenant=None)).tenant == "default"
     assert accepted(parse_fields(channels, tenant="")).tenant == "default"

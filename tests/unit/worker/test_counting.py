@@ -74,7 +74,13 @@ def make_stage(clocks: FakeClocks, settings: Settings | None = None) -> Counting
 
 
 def event(
-    event_id: str, tenant: str, channel: str, occurred_at_ms: int, *, offset: int = 0
+    event_id: str,
+    tenant: str,
+    channel: str,
+    occurred_at_ms: int,
+    *,
+    offset: int = 0,
+    headers: list[tuple[str, bytes | None]] | None = None,
 ) -> Interaction:
     """Build an interaction whose raw bytes are the JSON a producer would send."""
     raw = json.dumps(
@@ -94,6 +100,7 @@ def event(
         source_offset=offset,
         raw_key=tenant.encode(),
         raw_value=raw,
+        raw_headers=headers,
     )
 
 
@@ -573,7 +580,7 @@ def test_late_event_dead_letter_record() -> None:
         event("l3", "t1", "phone", at("09:06:00"), offset=12),
         event("l4", "t1", "chatbot", at("09:04:50"), offset=13),
         event("l5", "t1", "email", at("09:08:00"), offset=14),
-        event("l6", "t1", "chatbot", at("09:02:00"), offset=15),
+        event("l6", "t1", "chatbot", at("09:02:00"), offset=15, headers=[("trace-id", b"l6")]),
     ]
 
     outputs = []
@@ -596,6 +603,7 @@ def test_late_event_dead_letter_record() -> None:
     headers = dict(record.headers or [])
     assert record.key == b"t1"
     assert record.value == arrivals[-1].raw_value
+    assert (record.headers or [])[0] == ("trace-id", b"l6")
     assert headers["adoption.reason"] == b"late"
     assert headers["adoption.window"] == b"[2025-06-02T09:00:00.000Z, 2025-06-02T09:05:00.000Z)"
     assert headers["adoption.source.topic"] == INPUT_TOPIC.encode()

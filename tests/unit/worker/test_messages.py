@@ -20,7 +20,7 @@ def test_counting_partition_spreads_tenants() -> None:
     assert used == {0, 1, 2, 3}
 
 
-def test_batch_of_several_tenants_round_trips() -> None:
+def test_batch_of_several_tenants_round_trips_with_headers() -> None:
     interactions = [
         Interaction(
             event_id=f"e{number}",
@@ -36,6 +36,7 @@ def test_batch_of_several_tenants_round_trips() -> None:
             source_offset=number,
             raw_key=None,
             raw_value=b"{}",
+            raw_headers=[("trace-id", b"t%d" % number), ("empty", None)] if number % 2 else None,
         )
         for number in range(6)
     ]
