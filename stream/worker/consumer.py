@@ -17,6 +17,17 @@ back to the committed offsets, records delivered before it are delivered
 again afterwards. The ingest task skips the offsets
 it has processed (see ``AdoptionApp._unprocessed``).
 
+Records dropped when the flow stops, the rest of a fetch and the records
+waiting in the buffers, must be fetched again by the seek that follows. A
+seek to the committed offsets does that only for partitions with a
+committed offset above 0: aiokafka leaves the others where they are, past
+the dropped records. Such are an input partition whose first records are
+read before any commit, and every changelog partition. In a test of two
+workers, one whose dropped records were the first of its input partitions
+never counted them. So the consumer notes the first dropped offset of each
+partition, and the seek moves partitions without a committed offset back to
+it (:meth:`SeekingConsumer.perform_seek`).
+
 The consumer also delivers each fetch's records in one task instead of one
 task per record (see :meth:`SeekingConsumer._drain_messages`), and hands the
 records of the worker's topics to its stages in lists, past Faust's streams
@@ -26,7 +37,7 @@ records of the worker's topics to its stages in lists, past Faust's streams
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import faust
@@ -49,6 +60,13 @@ ACK_LOCK: contextlib.AbstractContextManager[Any] = getattr(
 
 class SeekingConsumer(Consumer):
     """Faust's aiokafka consumer, pausing the flow of records while it seeks."""
+
+    # The first offset of each partition's records dropped since the last seek.
+    _dropped: dict[TP, int]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._dropped = {}
 
     @property
     def buffers(self) -> dict[str, InputBuffer]:
@@ -106,7 +124,8 @@ class SeekingConsumer(Consumer):
 
         Stopping the flow makes the fetch loop drop the rest of its current
         fetch, cancel the delivery in progress, and wait. The seek goes back
-        to the committed offsets, so all of it is fetched again. The flow
+        to the committed offsets, or, for a partition without one, to its
+        first dropped record, so all of it is fetched again. The flow
         stays stopped. Faust's table recovery, which calls this, resumes it
         right after it has emptied the streams' buffers. Records delivered
         before that would be dropped from those buffers with their offsets
@@ -114,7 +133,41 @@ class SeekingConsumer(Consumer):
         calls this too, when it finds the flow stopped.
         """
         self.stop_flow()
-        await super().perform_seek()
+        committed = await self.seek_to_committed()
+        # Faust's own perform_seek keeps these two books.
+        self._read_offset.update(
+            {
+                tp: offset if offset is not None and offset >= 0 else None
+                for tp, offset in committed.items()
+            }
+        )
+        self._committed_offset.update(
+            {tp: offset or None for tp, offset in committed.items() if offset is not None}
+        )
+        await self._seek_back_to_dropped(committed)
+
+    async def _seek_back_to_dropped(self, committed: Mapping[TP, int | None]) -> None:
+        """Seek partitions without a committed offset back to their first dropped record.
+
+        aiokafka seeks a partition only to a committed offset above 0. A seek
+        only ever goes back: a rebalance since the drop may have set the
+        position afresh, to the earliest offset, and records between it and
+        the dropped ones are then not read yet.
+        """
+        dropped, self._dropped = self._dropped, {}
+        if not dropped:
+            return
+        assigned = self.assignment()
+        rewind: dict[TP, int] = {}
+        for tp, offset in dropped.items():
+            if tp not in assigned or committed.get(tp):
+                continue
+            position = await self.position(tp)
+            if position is not None and offset < position:
+                rewind[tp] = offset
+        if rewind:
+            self.log.info("fetching dropped records again from %s", _offsets_text(rewind))
+            await self.seek_wait(rewind)
 
     def stop_flow(self) -> None:
         """Block the consumer from delivering records, and empty the input buffer.
@@ -125,7 +178,15 @@ class SeekingConsumer(Consumer):
         """
         super().stop_flow()
         for buffer in set(self.buffers.values()):
-            buffer.clear()
+            self._note_dropped(buffer.clear())
+
+    def _note_dropped(self, first_offsets: Mapping[TP, int]) -> None:
+        """Note the first offset of each partition's records that were fetched and dropped."""
+        dropped = self._dropped
+        for tp, offset in first_offsets.items():
+            previous = dropped.get(tp)
+            if previous is None or offset < previous:
+                dropped[tp] = offset
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Fetch records and hand them to the streams until the consumer or fetcher stops.
@@ -161,6 +222,9 @@ class SeekingConsumer(Consumer):
                     if results.stopped or results.done != [delivery]:
                         break  # the flow stopped: drop the rest of the fetch
                     position = results.results[0]
+                if position[0] < len(fetched):
+                    # The rest of the fetch is dropped, not delivered.
+                    self._note_dropped(undelivered(fetched, position, self._read_offset))
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -195,6 +259,9 @@ class SeekingConsumer(Consumer):
             return []
         if not self.flow_active:
             # As in Faust's getmany: the flow stopped during the fetch, so seek back.
+            self._note_dropped(
+                {tp: tp_records[0].offset for tp, tp_records in records.items() if tp_records}
+            )
             try:
                 await self.perform_seek()
             except Exception as exc:  # noqa: BLE001 - as Faust, the next fetch seeks again
@@ -295,6 +362,34 @@ class SeekingConsumer(Consumer):
                 since_yield = 0
                 await asyncio.sleep(0)
         return len(fetched), 0
+
+
+def undelivered(
+    fetched: list[tuple[TP, list[Any]]],
+    position: tuple[int, int],
+    read_offset: Mapping[TP, int | None],
+) -> dict[TP, int]:
+    """Return the first offset of each partition's undelivered records of ``fetched``.
+
+    They are the records from ``position`` on, less those up to the offset
+    last delivered: a delivery cut short by a stop of the flow may have
+    delivered some past ``position``.
+    """
+    first_run, first_index = position
+    first: dict[TP, int] = {}
+    for run_index in range(first_run, len(fetched)):
+        tp, records = fetched[run_index]
+        start = first_index if run_index == first_run else 0
+        last = read_offset.get(tp)
+        for record in records[start:]:
+            if last is None or record.offset > last:
+                first.setdefault(tp, record.offset)
+                break
+    return first
+
+
+def _offsets_text(offsets: Mapping[TP, int]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]={offset}" for tp, offset in sorted(offsets.items()))
 
 
 def offset_gaps(last: int | None, records: list[Record]) -> list[tuple[int, int]]:

@@ -101,12 +101,20 @@ class InputBuffer:
         """Wait until the buffer contains fewer than ``max_records`` records."""
         await self._room.wait()
 
-    def clear(self) -> None:
-        """Drop every buffered record; the consumer calls it when it stops the flow."""
+    def clear(self) -> dict[TP, int]:
+        """Drop every buffered record; return the offset of the first one of each partition.
+
+        The consumer calls it when it stops the flow, and fetches the records
+        again from those offsets.
+        """
+        first: dict[TP, int] = {}
+        for tp, records in self._runs:
+            first.setdefault(tp, records[0].offset)
         self._runs.clear()
         self._size = 0
         self._filled.clear()
         self._room.set()
+        return first
 
     async def take(self, max_records: int, within_seconds: float) -> RecordBatch:
         """Return up to ``max_records`` records, in the order they were fetched.

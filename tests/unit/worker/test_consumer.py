@@ -187,6 +187,8 @@ def test_flow_stopped_during_fetch_drops_rest_unread(app: AdoptionApp) -> None:
     assert delivered == [10, 11, 12]
     assert consumer._read_offset[INPUT] == 11
     assert not consumer._gap.get(INPUT)
+    # The delivery of 12 was cut short, so the seek goes back to it.
+    assert consumer._dropped == {INPUT: 12}
 
 
 def test_due_commit_runs_between_deliveries(app: AdoptionApp) -> None:
@@ -380,6 +382,103 @@ def test_stop_flow_empties_buffer(app: AdoptionApp) -> None:
 
     consumer.stop_flow()
     assert len(app.input_buffer) == 0
+
+
+# Records dropped when the flow stops, fetched again
+
+
+@dataclass
+class SeekRecorder:
+    """A consumer's seeks, with the committed offsets and positions it is given."""
+
+    committed: dict[TP, int | None]
+    positions: dict[TP, int]
+    seeks: list[dict[TP, int]]
+
+
+def record_seeks(
+    consumer: SeekingConsumer, committed: dict[TP, int | None], positions: dict[TP, int]
+) -> SeekRecorder:
+    """Replace the consumer's broker calls with stubs that return the given offsets."""
+    recorder = SeekRecorder(committed, positions, [])
+
+    async def seek_to_committed() -> Mapping[TP, int | None]:
+        return recorder.committed
+
+    async def position(tp: TP) -> int:
+        return recorder.positions[tp]
+
+    async def seek_wait(partitions: Mapping[TP, int]) -> None:
+        recorder.seeks.append(dict(partitions))
+
+    consumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign,assignment]
+    consumer.position = position  # type: ignore[method-assign]
+    consumer.seek_wait = seek_wait  # type: ignore[method-assign]
+    consumer.assignment = lambda: set(committed)  # type: ignore[method-assign]
+    return recorder
+
+
+def test_seek_back_to_buffered_records(app: AdoptionApp) -> None:
+    # The buffered records are the partitions' first: nothing is committed,
+    # so the seek goes back to their own offsets.
+    consumer = flowing(app)
+    other = TP(BUFFERED.topic, 2)
+    app.input_buffer.append(*run_of(BUFFERED, [0, 1, 2]))
+    app.input_buffer.append(*run_of(other, [7, 8]))
+    app.input_buffer.append(*run_of(BUFFERED, [3]))
+    seeks = record_seeks(consumer, {BUFFERED: None, other: 0}, {BUFFERED: 4, other: 9})
+
+    asyncio.run(consumer.perform_seek())
+
+    assert seeks.seeks == [{BUFFERED: 0, other: 7}]
+    assert consumer._dropped == {}
+
+
+def test_committed_partition_not_sought_back(app: AdoptionApp) -> None:
+    consumer = flowing(app)
+    app.input_buffer.append(*run_of(BUFFERED, [50, 51]))
+    seeks = record_seeks(consumer, {BUFFERED: 50}, {BUFFERED: 52})
+
+    asyncio.run(consumer.perform_seek())
+
+    assert seeks.seeks == []
+
+
+def test_seek_never_moves_forward(app: AdoptionApp) -> None:
+    # A rebalance after the drop set the position afresh, to the earliest
+    # offset: records before the dropped ones are not read yet.
+    consumer = flowing(app)
+    app.input_buffer.append(*run_of(BUFFERED, [30, 31]))
+    seeks = record_seeks(consumer, {BUFFERED: None}, {BUFFERED: 0})
+
+    asyncio.run(consumer.perform_seek())
+
+    assert seeks.seeks == []
+
+
+def test_revoked_partition_not_sought_back(app: AdoptionApp) -> None:
+    consumer = flowing(app)
+    app.input_buffer.append(*run_of(BUFFERED, [5]))
+    seeks = record_seeks(consumer, {}, {})
+
+    asyncio.run(consumer.perform_seek())
+
+    assert seeks.seeks == []
+
+
+def test_fetch_after_stop_sought_back(app: AdoptionApp) -> None:
+    consumer = app.app.consumer
+    consumer.stop_flow()
+    fetched = {BUFFERED: [Message(BUFFERED, 12), Message(BUFFERED, 13)]}
+
+    async def wait_next_records(timeout: float) -> tuple[Any, Any]:
+        return fetched, None
+
+    consumer._wait_next_records = wait_next_records  # type: ignore[method-assign]
+    seeks = record_seeks(consumer, {BUFFERED: None}, {BUFFERED: 14})
+
+    assert asyncio.run(consumer._fetch(timeout=1.0)) == []
+    assert seeks.seeks == [{BUFFERED: 12}]
 
 
 def faust_message(tp: TP, offset: int) -> FaustMessage:
