@@ -48,6 +48,7 @@ from tests.integration.harness import (
     send,
     stamp,
     values_of,
+    wait_for_clock,
     wait_until,
 )
 
@@ -415,6 +416,92 @@ def test_join_inside_backlog_counts_each_event_once(
             totals.setdefault(tick.sender, set()).add(tick.input_total)
     assert len(totals) == 2, totals
     assert all(found == {BACKLOG_PARTITIONS} for found in totals.values()), totals
+
+
+def test_stalled_worker_restores_missed_counts(
+    new_deployment: Callable[..., Deployment], launch: Callable[..., WorkerProcess]
+) -> None:
+    # A worker stopped past its session timeout loses its partitions to the
+    # other worker, which counts more events into the same windows. When it
+    # wakes, the group has moved on by two generations, and the state in its
+    # memory lacks those events. It must restore its partitions from the
+    # changelogs, or the final records of the partitions it gets back miss
+    # what the other worker counted meanwhile.
+    deployment = new_deployment(
+        "stall",
+        ADOPTION_WINDOWS="1m/1m",
+        ADOPTION_GRACE_MS="10m",
+        ADOPTION_IDLE_TIMEOUT_MS="120s",
+        ADOPTION_SESSION_TIMEOUT_MS="6s",
+    )
+    first = launch(deployment)
+    second = launch(deployment)
+    assert wait_until(
+        lambda: len(counting_partitions_in_log(first)) == 2
+        and len(counting_partitions_in_log(second)) == 2
+    ), first.log_tail() + second.log_tail()
+    owned_before = counting_partitions_in_log(first)
+
+    tenants = tenants_on_every_partition()
+    truth: Counter[tuple[str, str, bool]] = Counter()
+
+    def produce(name: str, clocks: list[str]) -> None:
+        records: list[Outgoing] = []
+        for number, (tenant, clock) in enumerate(
+            (tenant, clock) for clock in clocks for tenant in tenants
+        ):
+            self_service = number % 3 != 0
+            channel = SELF_SERVICE_CHANNELS[0] if self_service else ASSISTED_CHANNELS[0]
+            event_id = f"{name}-{number}"
+            records.append(
+                (number % 4, event_id.encode(), event(event_id, tenant, channel, at(clock)))
+            )
+            # The end of the event's 1-minute window; no time here is in the hour's last minute.
+            end = stamp(f"{clock[:3]}{int(clock[3:5]) + 1:02d}:00")
+            truth[(tenant, end, self_service)] += 1
+        send(deployment.bootstrap_servers, deployment.input_topic, records)
+
+    # Minute 10:01 gets events from both sides of the stall.
+    produce("before", ["10:00:10", "10:00:40", "10:01:10", "10:01:20"])
+    wait_for_clock(first, "10:01:20", partitions=2)
+
+    assert first.process is not None
+    os.kill(first.process.pid, signal.SIGSTOP)
+    try:
+        assert wait_until(lambda: len(counting_partitions_in_log(second)) == 4, timeout=60), (
+            second.log_tail()
+        )
+        produce("during", ["10:01:30", "10:01:50", "10:02:10", "10:02:40"])
+        wait_for_clock(second, "10:02:40")
+        # With the other worker gone, the stalled one gets every partition back,
+        # its own among them, whose state in its memory is stale, not absent.
+        second.stop()
+    finally:
+        os.kill(first.process.pid, signal.SIGCONT)
+
+    assert wait_until(
+        lambda: "missed a rebalance" in first.log_tail(2_000), timeout=60
+    ), first.log_tail()
+    first.wait_ready()
+    assert set(counting_partitions_in_log(first)) == {0, 1, 2, 3}, first.log_tail()
+    assert set(owned_before) < {0, 1, 2, 3}
+
+    send(deployment.bootstrap_servers, deployment.input_topic, pacers("10:30:00", "close"))
+    ends = [stamp(clock) for clock in ("10:01:00", "10:02:00", "10:03:00")]
+    records = consume_until(
+        deployment.bootstrap_servers,
+        [deployment.output_topic],
+        has_finals(*[(tenant, "1m", end) for tenant in tenants for end in ends]),
+        timeout=120,
+    )
+    for tenant in tenants:
+        for end in ends:
+            expected = (
+                truth[(tenant, end, True)],
+                truth[(tenant, end, True)] + truth[(tenant, end, False)],
+            )
+            found = {counts_of(record) for record in finals_of(records, tenant, "1m", end)}
+            assert found == {expected}, (tenant, end, found, expected)
 
 
 async def wait_for_group_state(
