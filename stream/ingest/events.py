@@ -108,9 +108,14 @@ def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejec
                 "milliseconds, not seconds",
             )
     elif isinstance(value, str):
+        text = value.upper() if "z" in value or "t" in value else value
+        if text[13:14] == ":" and text[16:19] == ":60":
+            # RFC 3339 allows a leap second, which Python rejects: it counts
+            # as the second before it, in the same minute.
+            text = text[:17] + "59" + text[19:]
         try:
             # RFC 3339 allows a lower-case "t" and "z", which Python 3.11 rejects.
-            moment = datetime.fromisoformat(value.upper() if "z" in value or "t" in value else value)
+            moment = datetime.fromisoformat(text)
         except ValueError:
             return Rejection(
                 Reason.INVALID_TIME,

@@ -308,6 +308,17 @@ def test_parse_event_time_milliseconds_kept(channels: ChannelTable) -> None:
     assert event.occurred_at_ms == INSTANT_MS + 950
 
 
+@pytest.mark.parametrize(
+    "occurred_at", ["2016-12-31T23:59:60.250Z", "2017-01-01T00:59:60.250+01:00"]
+)
+def test_parse_event_leap_second_counts_as_second_before(
+    channels: ChannelTable, occurred_at: str
+) -> None:
+    event = accepted(parse_fields(channels, occurred_at=occurred_at))
+
+    assert event.occurred_at_ms == 1_483_228_799_250  # 2016-12-31T23:59:59.250Z
+
+
 def test_parse_event_time_before_1973_rejected(channels: ChannelTable) -> None:
     for text in ("1969-12-31T23:59:59.500Z", "0001-01-01T00:00:00Z", "1900-01-01T00:00:00Z"):
         rejection = parse_fields(channels, occurred_at=text)
@@ -349,7 +360,8 @@ def test_parse_event_time_without_offset(channels: ChannelTable) -> None:
 
 
 @pytest.mark.parametrize(
-    "occurred_at", ["last tuesday", "2025-06-02", "14:07:00Z", "2025-13-02T14:07:00Z"]
+    "occurred_at",
+    ["last tuesday", "2025-06-02", "14:07:00Z", "2025-13-02T14:07:00Z", "2025-06-02T14:07:61Z"],
 )
 def test_parse_event_invalid_time(channels: ChannelTable, occurred_at: str) -> None:
     result = rejected(parse_fields(channels, occurred_at=occurred_at))
