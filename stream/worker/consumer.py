@@ -24,9 +24,9 @@ committed offset above 0: aiokafka leaves the others where they are, past
 the dropped records. Such are an input partition whose first records are
 read before any commit, and every changelog partition. In a test of two
 workers, one whose dropped records were the first of its input partitions
-never counted them. Another dropped its changelog records fetched just
-after table recovery had sought them, and a recovery in that state waits
-for them for ever. So the consumer notes the first dropped offset of each
+never counted them. Another dropped changelog records at the start of its
+table recovery; a recovery left past such records waits for them for ever.
+So the consumer notes the first dropped offset of each
 partition, and the seek moves partitions without a committed offset back to
 it (:meth:`SeekingConsumer.perform_seek`).
 
