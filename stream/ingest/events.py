@@ -48,10 +48,15 @@ MAX_ID_LENGTH = 128
 # another control character would split or disguise them: C0, DEL and C1,
 # whose U+0085 many tools read as a line break.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# A valid event travels on to the counting stage with its raw bytes and its
-# parsed fields, about twice its size, in one record that must stay below
-# Kafka's default limit of 1 MiB.
+# An RFC 3339 time whose second is 60, upper-cased: a leap second.
+_LEAP_SECOND = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:60(\.\d+)?(Z|[+-]\d\d:\d\d)")
+_DAY_MS = 86_400_000
+# A valid event travels on to the counting stage with its raw bytes, its
+# headers and its parsed fields, about twice its size, in one record that must
+# stay below Kafka's default limit of 1 MiB. The limit is on value and headers.
 MAX_EVENT_BYTES = 200 * 1024
+# Kafka's bytes around each header, at most: two length varints and an attribute.
+HEADER_OVERHEAD_BYTES = 16
 
 
 class Interaction(msgspec.Struct, array_like=True, frozen=True):
@@ -94,6 +99,13 @@ class SourceRecord:
     headers: Sequence[tuple[str, bytes | None]] = ()
 
 
+def headers_size(headers: Sequence[tuple[str, bytes | None]]) -> int:
+    """Return about how many bytes ``headers`` take in a Kafka record."""
+    return sum(
+        len(name.encode()) + len(value or b"") + HEADER_OVERHEAD_BYTES for name, value in headers
+    )
+
+
 def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejection:
     """Read ``occurred_at`` as epoch milliseconds: RFC 3339 with an offset, or an integer."""
     if isinstance(value, bool):
@@ -109,9 +121,10 @@ def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejec
             )
     elif isinstance(value, str):
         text = value.upper() if "z" in value or "t" in value else value
-        if text[13:14] == ":" and text[16:19] == ":60":
-            # RFC 3339 allows a leap second, which Python rejects: it counts
-            # as the second before it, in the same minute.
+        leap_second = _LEAP_SECOND.fullmatch(text) is not None
+        if leap_second:
+            # RFC 3339 allows the leap second at the end of a UTC day, which
+            # Python rejects. It counts as the second before it.
             text = text[:17] + "59" + text[19:]
         try:
             # RFC 3339 allows a lower-case "t" and "z", which Python 3.11 rejects.
@@ -138,6 +151,11 @@ def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejec
         if epoch_ms < MIN_EPOCH_MS:
             return Rejection(
                 Reason.INVALID_TIME, f"occurred_at {value!r} is before 1973, which is not accepted"
+            )
+        if leap_second and epoch_ms // 1000 % (_DAY_MS // 1000) != _DAY_MS // 1000 - 1:
+            return Rejection(
+                Reason.INVALID_TIME,
+                f"occurred_at {value!r} has second 60, which is valid only at 23:59:60 UTC",
             )
     else:
         return Rejection(
@@ -304,6 +322,14 @@ def _parse_event(
             Reason.TOO_LARGE,
             f"record value is {len(raw)} bytes, more than the {MAX_EVENT_BYTES} allowed",
         )
+    headers = source.headers
+    if headers and len(raw) + headers_size(headers) > MAX_EVENT_BYTES:
+        # The headers travel with the event to the counting stage.
+        return Rejection(
+            Reason.TOO_LARGE,
+            f"record value and headers are {len(raw) + headers_size(headers)} bytes, "
+            f"more than the {MAX_EVENT_BYTES} allowed",
+        )
     fields: _Fields | Rejection
     try:
         fields = _fields_decoder.decode(raw)
@@ -330,7 +356,6 @@ def _parse_event(
             f"channel {channel!r} is not in the channel table: add it to channels_file",
         )
 
-    headers = source.headers
     return Interaction(
         event_id=fields.event_id,  # type: ignore[arg-type]  # a string by now
         occurred_at_ms=occurred_at_ms,

@@ -29,8 +29,8 @@ from faust.types import TP, TopicT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream.ingest.channels import load_channel_table
-from stream.ingest.deadletter import dead_letter_headers
-from stream.ingest.events import Interaction, Rejection, Source, parse_event
+from stream.ingest.deadletter import dead_letter
+from stream.ingest.events import Interaction, Rejection, Source, headers_size, parse_event
 from stream.logutil import RateLimitedLog, RepeatFilter, limit_repeats
 from stream.metrics.registry import WorkerMetrics
 from stream.metrics.windows import TenantLabels, WindowCollector, WindowSample
@@ -112,8 +112,14 @@ def split_by_size(
 
 
 def internal_record_cost(interaction: Interaction) -> int:
-    """Estimate an interaction's bytes in a Batch: the parsed fields roughly double the raw value."""
-    return 2 * len(interaction.raw_value) + 200
+    """Estimate an interaction's bytes in a Batch: the parsed fields roughly double the raw value.
+
+    The record's headers travel with it, for a late event's dead letter.
+    """
+    cost = 2 * len(interaction.raw_value) + 200
+    if interaction.raw_headers:
+        cost += headers_size(interaction.raw_headers)
+    return cost
 
 
 def journal_cost(interaction: Interaction) -> int:
@@ -557,19 +563,17 @@ class AdoptionApp:
             rejection.detail,
         )
         self.metrics.rejected.labels(rejection.reason.value).inc()
-        return OutgoingRecord(
-            self.settings.dead_letter_topic,
-            source.key,
-            source.value,
-            headers=dead_letter_headers(
-                reason=rejection.reason,
-                detail=rejection.detail,
-                topic=source.topic,
-                partition=source.partition,
-                offset=source.offset,
-                original=source.headers,
-            ),
+        key, value, headers = dead_letter(
+            key=source.key,
+            value=source.value,
+            original=source.headers,
+            reason=rejection.reason,
+            detail=rejection.detail,
+            topic=source.topic,
+            partition=source.partition,
+            offset=source.offset,
         )
+        return OutgoingRecord(self.settings.dead_letter_topic, key, value, headers)
 
     # Counting
 

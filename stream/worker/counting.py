@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from stream.ingest.deadletter import dead_letter_headers
+from stream.ingest.deadletter import dead_letter
 from stream.ingest.events import Interaction, Reason
 from stream.metrics.windows import TenantSample, WindowSample
 from stream.publish.alerts import AlertDetector, AlertRules, encode_alert
@@ -447,21 +447,19 @@ class CountingStage:
             f"{ms_to_rfc3339(late.clock_ms)}, after its {spec.name} window {window} closed "
             f"(grace {self.settings.grace_ms // 1000} s)"
         )
-        return OutgoingRecord(
-            self.settings.dead_letter_topic,
-            event.raw_key,
-            event.raw_value,
-            dead_letter_headers(
-                reason=Reason.LATE,
-                detail=detail,
-                topic=event.source_topic,
-                partition=event.source_partition,
-                offset=event.source_offset,
-                window=window,
-                window_name=spec.name,
-                original=event.raw_headers,
-            ),
+        key, value, headers = dead_letter(
+            key=event.raw_key,
+            value=event.raw_value,
+            original=event.raw_headers,
+            reason=Reason.LATE,
+            detail=detail,
+            topic=event.source_topic,
+            partition=event.source_partition,
+            offset=event.source_offset,
+            window=window,
+            window_name=spec.name,
         )
+        return OutgoingRecord(self.settings.dead_letter_topic, key, value, headers)
 
     # Reading for metrics
 

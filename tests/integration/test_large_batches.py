@@ -114,3 +114,62 @@ def test_long_event_ids_split_journal_records(
     assert "MessageSizeTooLarge" not in worker.log_path.read_text()
     journal = read_all(kafka_bootstrap, f"{deployment.app_id}-journal-changelog")
     assert max(len(record.value or b"") for record in journal) < 1_000_000
+
+
+HEADER_EVENTS = 400
+LARGE_HEADER = ("trace-context", b"t" * 4_000)
+
+
+def test_large_headers_split_batches_and_dead_letters(
+    kafka_bootstrap: str, unique_name: Any, tmp_path: Path
+) -> None:
+    # Events carry their records' headers to the counting stage, so headers
+    # count in the size of a repartition record. A rejected record whose
+    # headers would make its dead letter larger than Kafka's limit loses them.
+    deployment = Deployment.create(
+        kafka_bootstrap,
+        unique_name("headers"),
+        tmp_path,
+        input_partitions=1,
+        settings={"ADOPTION_WINDOWS": "1h/1h"},
+    )
+    send(
+        kafka_bootstrap,
+        deployment.input_topic,
+        [
+            (0, None, event(f"h-{number}", "headers", "faq" if number % 4 == 0 else "phone",
+                            f"2025-06-02T09:{number % 60:02d}:00Z"))
+            for number in range(HEADER_EVENTS)
+        ],
+        headers=[LARGE_HEADER],
+    )
+    send(
+        kafka_bootstrap,
+        deployment.input_topic,
+        [(0, b"bad", b"{")],
+        headers=[("blob", b"b" * 1_000_000)],
+    )
+    worker = WorkerProcess(deployment).start()
+    try:
+        records = consume_until(
+            kafka_bootstrap,
+            [deployment.output_topic],
+            has_final("headers", "1h", "2025-06-02T10:00:00.000Z"),
+            timeout=120,
+        )
+        dead_letters = consume_until(
+            kafka_bootstrap, [deployment.dead_letter_topic], lambda found: len(found) >= 1
+        )
+    finally:
+        worker.stop()
+
+    final = final_records(records)[("headers", "1h", "2025-06-02T10:00:00.000Z")]
+    assert final["total"] == HEADER_EVENTS, worker.log_tail()
+    assert final["self_service"] == HEADER_EVENTS // 4
+    [dead_letter] = dead_letters
+    headers = dict(dead_letter.headers)
+    assert dead_letter.value == b"{"
+    # Value and headers count against the size limit on an event.
+    assert headers["adoption.reason"] == b"too_large"
+    assert headers["adoption.headers.dropped"] == b"1"
+    assert "blob" not in headers

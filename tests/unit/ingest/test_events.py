@@ -361,7 +361,18 @@ def test_parse_event_time_without_offset(channels: ChannelTable) -> None:
 
 @pytest.mark.parametrize(
     "occurred_at",
-    ["last tuesday", "2025-06-02", "14:07:00Z", "2025-13-02T14:07:00Z", "2025-06-02T14:07:61Z"],
+    [
+        "last tuesday",
+        "2025-06-02",
+        "14:07:00Z",
+        "2025-13-02T14:07:00Z",
+        "2025-06-02T14:07:61Z",
+        # Second 60 only at the end of a UTC day, and spelled as RFC 3339 has it.
+        "2016-12-31T12:30:60Z",
+        "2016-12-31T23:59:60+01:00",
+        "2016-12-31T23:59:600Z",
+        "2016-12-31T23:59:60Z\x00junk",
+    ],
 )
 def test_parse_event_invalid_time(channels: ChannelTable, occurred_at: str) -> None:
     result = rejected(parse_fields(channels, occurred_at=occurred_at))
