@@ -37,7 +37,9 @@ def dead_letter(
     fits. Headers such as ``adoption.value.dropped`` give the size of each
     part left out, and the source headers lead to the original record.
     """
-    own_headers = [(name, data) for name, data in original or () if not name.startswith(HEADER_PREFIX)]
+    own_headers = [
+        (name, data) for name, data in original or () if not name.startswith(HEADER_PREFIX)
+    ]
     headers = dead_letter_headers(
         reason=reason,
         detail=detail,
