@@ -391,7 +391,9 @@ def undelivered(
 
 
 def _offsets_text(offsets: Mapping[TP, int]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]={offset}" for tp, offset in sorted(offsets.items()))
+    return ", ".join(
+        f"{tp.topic}[{tp.partition}]={offset}" for tp, offset in sorted(offsets.items())
+    )
 
 
 def offset_gaps(last: int | None, records: list[Record]) -> list[tuple[int, int]]:
