@@ -49,11 +49,14 @@ MAX_ID_LENGTH = 128
 # whose U+0085 many tools read as a line break.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # An RFC 3339 time whose second is 60, upper-cased: a leap second.
-_LEAP_SECOND = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:60(\.\d+)?(Z|[+-]\d\d:\d\d)")
+_LEAP_SECOND = re.compile(
+    r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:60(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)"
+)
 _DAY_MS = 86_400_000
-# A valid event travels on to the counting stage with its raw bytes, its
+# A valid event travels on to the counting stage with its raw key, value and
 # headers and its parsed fields, about twice its size, in one record that must
-# stay below Kafka's default limit of 1 MiB. The limit is on value and headers.
+# stay below Kafka's default limit of 1 MiB. The limit is on key, value and
+# headers together.
 MAX_EVENT_BYTES = 200 * 1024
 # Kafka's bytes around each header, at most: two length varints and an attribute.
 HEADER_OVERHEAD_BYTES = 16
@@ -104,6 +107,13 @@ def headers_size(headers: Sequence[tuple[str, bytes | None]]) -> int:
     return sum(
         len(name.encode()) + len(value or b"") + HEADER_OVERHEAD_BYTES for name, value in headers
     )
+
+
+def record_extra_bytes(
+    key: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None
+) -> int:
+    """Return about how many bytes a record's key and headers add to its value."""
+    return len(key or b"") + (headers_size(headers) if headers else 0)
 
 
 def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejection:
@@ -322,13 +332,14 @@ def _parse_event(
             Reason.TOO_LARGE,
             f"record value is {len(raw)} bytes, more than the {MAX_EVENT_BYTES} allowed",
         )
+    key = source.key
     headers = source.headers
-    if headers and len(raw) + headers_size(headers) > MAX_EVENT_BYTES:
-        # The headers travel with the event to the counting stage.
+    if (key or headers) and len(raw) + record_extra_bytes(key, headers) > MAX_EVENT_BYTES:
+        # The key and headers travel with the event to the counting stage.
         return Rejection(
             Reason.TOO_LARGE,
-            f"record value and headers are {len(raw) + headers_size(headers)} bytes, "
-            f"more than the {MAX_EVENT_BYTES} allowed",
+            f"record key, value and headers are {len(raw) + record_extra_bytes(key, headers)} "
+            f"bytes, more than the {MAX_EVENT_BYTES} allowed",
         )
     fields: _Fields | Rejection
     try:
@@ -368,7 +379,7 @@ def _parse_event(
         source_topic=source.topic,
         source_partition=source.partition,
         source_offset=source.offset,
-        raw_key=source.key,
+        raw_key=key,
         raw_value=raw,
         raw_headers=list(headers) if headers else None,
     )

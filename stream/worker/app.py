@@ -30,7 +30,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from stream.ingest.channels import load_channel_table
 from stream.ingest.deadletter import dead_letter
-from stream.ingest.events import Interaction, Rejection, Source, headers_size, parse_event
+from stream.ingest.events import (
+    Interaction,
+    Rejection,
+    Source,
+    parse_event,
+    record_extra_bytes,
+)
 from stream.logutil import RateLimitedLog, RepeatFilter, limit_repeats
 from stream.metrics.registry import WorkerMetrics
 from stream.metrics.windows import TenantLabels, WindowCollector, WindowSample
@@ -114,12 +120,13 @@ def split_by_size(
 def internal_record_cost(interaction: Interaction) -> int:
     """Estimate an interaction's bytes in a Batch: the parsed fields roughly double the raw value.
 
-    The record's headers travel with it, for a late event's dead letter.
+    The record's key and headers travel with it, for a late event's dead letter.
     """
-    cost = 2 * len(interaction.raw_value) + 200
-    if interaction.raw_headers:
-        cost += headers_size(interaction.raw_headers)
-    return cost
+    return (
+        2 * len(interaction.raw_value)
+        + 200
+        + record_extra_bytes(interaction.raw_key, interaction.raw_headers)
+    )
 
 
 def journal_cost(interaction: Interaction) -> int:

@@ -173,3 +173,42 @@ def test_large_headers_split_batches_and_dead_letters(
     assert headers["adoption.reason"] == b"too_large"
     assert headers["adoption.headers.dropped"] == b"1"
     assert "blob" not in headers
+
+
+KEYED_EVENTS = 3_000
+
+
+def test_large_keys_split_batches(kafka_bootstrap: str, unique_name: Any, tmp_path: Path) -> None:
+    # Events carry their records' keys to the counting stage too: 3,000 events
+    # with 1,600-byte keys once made a repartition record over Kafka's limit.
+    deployment = Deployment.create(
+        kafka_bootstrap,
+        unique_name("keys"),
+        tmp_path,
+        input_partitions=1,
+        settings={"ADOPTION_WINDOWS": "1h/1h"},
+    )
+    send(
+        kafka_bootstrap,
+        deployment.input_topic,
+        [
+            (0, f"{number:04d}".encode() * 400,
+             event(f"k-{number}", "keys", "faq" if number % 4 == 0 else "phone",
+                   f"2025-06-02T09:{number % 60:02d}:00Z"))
+            for number in range(KEYED_EVENTS)
+        ],
+    )
+    worker = WorkerProcess(deployment).start()
+    try:
+        records = consume_until(
+            kafka_bootstrap,
+            [deployment.output_topic],
+            has_final("keys", "1h", "2025-06-02T10:00:00.000Z"),
+            timeout=120,
+        )
+    finally:
+        worker.stop()
+
+    final = final_records(records)[("keys", "1h", "2025-06-02T10:00:00.000Z")]
+    assert final["total"] == KEYED_EVENTS, worker.log_tail()
+    assert final["self_service"] == KEYED_EVENTS // 4

@@ -252,13 +252,31 @@ def test_parse_event_too_large(channels: ChannelTable) -> None:
 
 
 def test_parse_event_at_size_limit(channels: ChannelTable) -> None:
+    # The limit covers the key ("k") too.
     base = json.dumps(document(segment="")).encode()
-    raw = json.dumps(document(segment="x" * (MAX_EVENT_BYTES - len(base)))).encode()
+    raw = json.dumps(document(segment="x" * (MAX_EVENT_BYTES - 1 - len(base)))).encode()
 
     event = accepted(parse(channels, raw))
 
-    assert len(raw) == MAX_EVENT_BYTES
+    assert len(raw) == MAX_EVENT_BYTES - 1
     assert event.raw_value == raw
+
+
+def test_parse_event_key_counts_in_size_limit(channels: ChannelTable) -> None:
+    raw = json.dumps(document()).encode()
+    key = b"k" * (MAX_EVENT_BYTES - len(raw) + 1)
+    record = SourceRecord("support-interactions", 2, 41, key, raw)
+
+    result = parse_event(
+        record,
+        channels=channels,
+        count_unknown_channels=False,
+        default_tenant="default",
+        now_ms=NOW_MS,
+        max_future_ms=MAX_FUTURE_MS,
+    )
+
+    assert rejected(result).reason == Reason.TOO_LARGE
 
 
 @pytest.mark.parametrize("field", ["event_id", "tenant"])
@@ -372,6 +390,7 @@ def test_parse_event_time_without_offset(channels: ChannelTable) -> None:
         "2016-12-31T23:59:60+01:00",
         "2016-12-31T23:59:600Z",
         "2016-12-31T23:59:60Z\x00junk",
+        "2017-01-01T00:59:60+00:60",
     ],
 )
 def test_parse_event_invalid_time(channels: ChannelTable, occurred_at: str) -> None:
