@@ -37,10 +37,11 @@ def dead_letter(
     fits. Headers such as ``adoption.value.dropped`` give the size of each
     part left out, and the source headers lead to the original record.
     """
-    own_headers = [
+    record_headers = [
         (name, data) for name, data in original or () if not name.startswith(HEADER_PREFIX)
     ]
-    headers = dead_letter_headers(
+    record_headers_size = headers_size(record_headers)
+    headers = _reason_headers(
         reason=reason,
         detail=detail,
         topic=topic,
@@ -49,11 +50,11 @@ def dead_letter(
         window=window,
         window_name=window_name,
     )
-    size = len(key or b"") + len(value or b"") + headers_size(own_headers) + headers_size(headers)
-    if size > MAX_DEAD_LETTER_BYTES and own_headers:
-        size -= headers_size(own_headers)
-        headers.append((HEADER_PREFIX + "headers.dropped", str(len(own_headers)).encode()))
-        own_headers = []
+    size = len(key or b"") + len(value or b"") + record_headers_size + headers_size(headers)
+    if size > MAX_DEAD_LETTER_BYTES and record_headers:
+        size -= record_headers_size
+        headers.append((HEADER_PREFIX + "headers.dropped", str(len(record_headers)).encode()))
+        record_headers = []
     if size > MAX_DEAD_LETTER_BYTES and value:
         size -= len(value)
         headers.append((HEADER_PREFIX + "value.dropped", str(len(value)).encode()))
@@ -61,10 +62,10 @@ def dead_letter(
     if size > MAX_DEAD_LETTER_BYTES and key:
         headers.append((HEADER_PREFIX + "key.dropped", str(len(key)).encode()))
         key = None
-    return key, value, own_headers + headers
+    return key, value, record_headers + headers
 
 
-def dead_letter_headers(
+def _reason_headers(
     *,
     reason: Reason,
     detail: str,

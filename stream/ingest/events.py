@@ -52,13 +52,14 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LEAP_SECOND = re.compile(
     r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:60(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)"
 )
-_DAY_MS = 86_400_000
+_DAY_SECONDS = 86_400
 # A valid event travels on to the counting stage with its raw key, value and
 # headers and its parsed fields, about twice its size, in one record that must
 # stay below Kafka's default limit of 1 MiB. The limit is on key, value and
 # headers together.
 MAX_EVENT_BYTES = 200 * 1024
-# Kafka's bytes around each header, at most: two length varints and an attribute.
+# An estimate of the bytes Kafka adds around each header: two length varints
+# of up to 5 bytes each, rounded up.
 HEADER_OVERHEAD_BYTES = 16
 
 
@@ -78,7 +79,7 @@ class Interaction(msgspec.Struct, array_like=True, frozen=True):
     source_offset: int
     raw_key: bytes | None
     raw_value: bytes
-    # The record's headers, for its dead-letter record should it be late.
+    # The record's headers, copied to its dead letter if the event is late.
     raw_headers: list[tuple[str, bytes | None]] | None = None
 
 
@@ -162,7 +163,7 @@ def parse_time_ms(value: Any, *, now_ms: int, max_future_ms: int) -> int | Rejec
             return Rejection(
                 Reason.INVALID_TIME, f"occurred_at {value!r} is before 1973, which is not accepted"
             )
-        if leap_second and epoch_ms // 1000 % (_DAY_MS // 1000) != _DAY_MS // 1000 - 1:
+        if leap_second and epoch_ms // 1000 % _DAY_SECONDS != _DAY_SECONDS - 1:
             return Rejection(
                 Reason.INVALID_TIME,
                 f"occurred_at {value!r} has second 60, which is valid only at 23:59:60 UTC",
@@ -332,14 +333,19 @@ def _parse_event(
             Reason.TOO_LARGE,
             f"record value is {len(raw)} bytes, more than the {MAX_EVENT_BYTES} allowed",
         )
+    # The key and headers travel with the event to the counting stage.
     key = source.key
     headers = source.headers
-    if (key or headers) and len(raw) + record_extra_bytes(key, headers) > MAX_EVENT_BYTES:
-        # The key and headers travel with the event to the counting stage.
+    size = len(raw)
+    if key:
+        size += len(key)
+    if headers:
+        size += headers_size(headers)
+    if size > MAX_EVENT_BYTES:
         return Rejection(
             Reason.TOO_LARGE,
-            f"record key, value and headers are {len(raw) + record_extra_bytes(key, headers)} "
-            f"bytes, more than the {MAX_EVENT_BYTES} allowed",
+            f"record key, value and headers are {size} bytes, "
+            f"more than the {MAX_EVENT_BYTES} allowed",
         )
     fields: _Fields | Rejection
     try:

@@ -17,18 +17,17 @@ back to the committed offsets, records delivered before it are delivered
 again afterwards. The ingest task skips the offsets
 it has processed (see ``AdoptionApp._unprocessed``).
 
-Records dropped when the flow stops, the rest of a fetch and the records
-waiting in the buffers, must be fetched again by the seek that follows. A
-seek to the committed offsets does that only for partitions with a
-committed offset above 0: aiokafka leaves the others where they are, past
-the dropped records. Such are an input partition whose first records are
-read before any commit, and every changelog partition. In a test of two
-workers, one whose dropped records were the first of its input partitions
-never counted them. Another dropped changelog records at the start of its
-table recovery; a recovery left past such records waits for them for ever.
-So the consumer notes the first dropped offset of each
-partition, and the seek moves partitions without a committed offset back to
-it (:meth:`SeekingConsumer.perform_seek`).
+When the flow stops, the consumer drops the rest of its fetch and the
+records waiting in the buffers, and the seek that follows must fetch them
+again. A seek to the committed offsets does so only for partitions whose
+committed offset is above 0. aiokafka leaves the others past the dropped
+records: every changelog partition, and an input partition whose first
+records are read before any commit. In a test of two workers, one worker
+never counted the dropped first records of its input partitions. A table
+recovery left past dropped changelog records waits for them forever. So the
+consumer notes the first dropped offset of each partition, and the seek
+moves partitions without a committed offset back to it
+(:meth:`SeekingConsumer.perform_seek`).
 
 The consumer also delivers each fetch's records in one task instead of one
 task per record (see :meth:`SeekingConsumer._drain_messages`), and hands the
@@ -136,7 +135,7 @@ class SeekingConsumer(Consumer):
         """
         self.stop_flow()
         committed = await self.seek_to_committed()
-        # Faust's own perform_seek keeps these two books.
+        # Update the read and committed offsets as Faust's own perform_seek does.
         self._read_offset.update(
             {
                 tp: offset if offset is not None and offset >= 0 else None
@@ -151,10 +150,9 @@ class SeekingConsumer(Consumer):
     async def _seek_back_to_dropped(self, committed: Mapping[TP, int | None]) -> None:
         """Seek partitions without a committed offset back to their first dropped record.
 
-        aiokafka seeks a partition only to a committed offset above 0. A seek
-        only ever goes back: a rebalance since the drop may have set the
-        position afresh, to the earliest offset, and records between it and
-        the dropped ones are then not read yet.
+        aiokafka seeks a partition only to a committed offset above 0. The
+        seek only goes back, because a rebalance since the drop may have reset
+        the position to the earliest offset, before records not read yet.
         """
         dropped, self._dropped = self._dropped, {}
         if not dropped:
@@ -373,9 +371,9 @@ def undelivered(
 ) -> dict[TP, int]:
     """Return the first offset of each partition's undelivered records of ``fetched``.
 
-    They are the records from ``position`` on, less those up to the offset
-    last delivered: a delivery cut short by a stop of the flow may have
-    delivered some past ``position``.
+    These are the records from ``position`` on, after the offset last
+    delivered, because a delivery cut short by a stop of the flow may have
+    delivered some records past ``position``.
     """
     first_run, first_index = position
     first: dict[TP, int] = {}
@@ -391,6 +389,7 @@ def undelivered(
 
 
 def _offsets_text(offsets: Mapping[TP, int]) -> str:
+    """Format partitions and offsets for a log line, like ``topic[0]=12``."""
     return ", ".join(
         f"{tp.topic}[{tp.partition}]={offset}" for tp, offset in sorted(offsets.items())
     )

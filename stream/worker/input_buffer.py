@@ -102,7 +102,7 @@ class InputBuffer:
         await self._room.wait()
 
     def clear(self) -> dict[TP, int]:
-        """Drop every buffered record; return the offset of the first one of each partition.
+        """Drop every buffered record, and return the first dropped offset of each partition.
 
         The consumer calls it when it stops the flow, and fetches the records
         again from those offsets.

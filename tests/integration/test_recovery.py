@@ -456,7 +456,7 @@ def test_stalled_worker_restores_missed_counts(
             records.append(
                 (number % 4, event_id.encode(), event(event_id, tenant, channel, at(clock)))
             )
-            # The end of the event's 1-minute window; no time here is in the hour's last minute.
+            # The end of the event's 1-minute window. No time here is in an hour's last minute.
             end = stamp(f"{clock[:3]}{int(clock[3:5]) + 1:02d}:00")
             truth[(tenant, end, self_service)] += 1
         send(deployment.bootstrap_servers, deployment.input_topic, records)

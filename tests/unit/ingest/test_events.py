@@ -109,7 +109,7 @@ def test_parse_event_valid_keeps_source(channels: ChannelTable) -> None:
 
 
 def test_parse_event_keeps_headers(channels: ChannelTable) -> None:
-    # A late event's dead-letter record, written by the counting stage, needs them.
+    # The counting stage copies them to a late event's dead letter.
     raw = json.dumps(document()).encode()
     headers = (("trace-id", b"4bf92f35"), ("empty", None))
     record = SourceRecord("support-interactions", 2, 41, b"k", raw, headers)
@@ -262,7 +262,7 @@ def test_parse_event_at_size_limit(channels: ChannelTable) -> None:
     assert event.raw_value == raw
 
 
-def test_parse_event_key_counts_in_size_limit(channels: ChannelTable) -> None:
+def test_parse_event_key_size_counted(channels: ChannelTable) -> None:
     raw = json.dumps(document()).encode()
     key = b"k" * (MAX_EVENT_BYTES - len(raw) + 1)
     record = SourceRecord("support-interactions", 2, 41, key, raw)
@@ -329,7 +329,7 @@ def test_parse_event_time_milliseconds_kept(channels: ChannelTable) -> None:
 @pytest.mark.parametrize(
     "occurred_at", ["2016-12-31T23:59:60.250Z", "2017-01-01T00:59:60.250+01:00"]
 )
-def test_parse_event_leap_second_counts_as_second_before(
+def test_parse_event_leap_second(
     channels: ChannelTable, occurred_at: str
 ) -> None:
     event = accepted(parse_fields(channels, occurred_at=occurred_at))

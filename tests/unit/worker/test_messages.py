@@ -20,7 +20,7 @@ def test_counting_partition_spreads_tenants() -> None:
     assert used == {0, 1, 2, 3}
 
 
-def test_batch_of_several_tenants_round_trips_with_headers() -> None:
+def test_batch_with_headers_round_trips() -> None:
     interactions = [
         Interaction(
             event_id=f"e{number}",
