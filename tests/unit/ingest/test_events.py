@@ -35,8 +35,13 @@ def channels() -> ChannelTable:
     return load_channel_table(CHANNELS_FILE)
 
 
-def source(value: bytes | None, *, key: bytes | None = b"k") -> SourceRecord:
-    return SourceRecord(topic="support-interactions", partition=2, offset=41, key=key, value=value)
+def source(
+    value: bytes | None,
+    *,
+    key: bytes | None = b"k",
+    headers: tuple[tuple[str, bytes | None], ...] = (),
+) -> SourceRecord:
+    return SourceRecord("support-interactions", 2, 41, key, value, headers)
 
 
 def document(**fields: Any) -> dict[str, Any]:
@@ -57,9 +62,11 @@ def parse(
     *,
     count_unknown_channels: bool = False,
     now_ms: int = NOW_MS,
+    key: bytes | None = b"k",
+    headers: tuple[tuple[str, bytes | None], ...] = (),
 ) -> Interaction | Rejection:
     return parse_event(
-        source(value),
+        source(value, key=key, headers=headers),
         channels=channels,
         count_unknown_channels=count_unknown_channels,
         default_tenant="default",
@@ -112,18 +119,8 @@ def test_parse_event_keeps_headers(channels: ChannelTable) -> None:
     # The counting stage copies them to a late event's dead letter.
     raw = json.dumps(document()).encode()
     headers = (("trace-id", b"4bf92f35"), ("empty", None))
-    record = SourceRecord("support-interactions", 2, 41, b"k", raw, headers)
 
-    event = accepted(
-        parse_event(
-            record,
-            channels=channels,
-            count_unknown_channels=False,
-            default_tenant="default",
-            now_ms=NOW_MS,
-            max_future_ms=MAX_FUTURE_MS,
-        )
-    )
+    event = accepted(parse(channels, raw, headers=headers))
 
     assert event.raw_headers == [("trace-id", b"4bf92f35"), ("empty", None)]
     assert accepted(parse(channels, raw)).raw_headers is None
@@ -265,18 +262,8 @@ def test_parse_event_at_size_limit(channels: ChannelTable) -> None:
 def test_parse_event_key_size_counted(channels: ChannelTable) -> None:
     raw = json.dumps(document()).encode()
     key = b"k" * (MAX_EVENT_BYTES - len(raw) + 1)
-    record = SourceRecord("support-interactions", 2, 41, key, raw)
 
-    result = parse_event(
-        record,
-        channels=channels,
-        count_unknown_channels=False,
-        default_tenant="default",
-        now_ms=NOW_MS,
-        max_future_ms=MAX_FUTURE_MS,
-    )
-
-    assert rejected(result).reason == Reason.TOO_LARGE
+    assert rejected(parse(channels, raw, key=key)).reason == Reason.TOO_LARGE
 
 
 @pytest.mark.parametrize("field", ["event_id", "tenant"])
